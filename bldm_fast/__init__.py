@@ -1,0 +1,27 @@
+"""bldm_fast: fused, bit-packed kernels and a thin PyTorch API for Binary Latent Diffusion.
+
+Contracts (math, bit layout, random stream, public names): docs/DESIGN.md.
+"""
+
+from ._backends import available_backends, native_available
+from .ops import bernoulli_noise, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
+from .rng import PhiloxGenerator
+from .schedule import BernoulliSchedule
+
+if native_available():
+    from . import _ops_fake  # noqa: F401
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BernoulliSchedule",
+    "PhiloxGenerator",
+    "available_backends",
+    "bernoulli_noise",
+    "native_available",
+    "pack_bits",
+    "philox_uniform",
+    "philox_words",
+    "sample_step",
+    "unpack_bits",
+]

@@ -1,0 +1,52 @@
+"""One reverse sampling step in plain PyTorch float32, in the exact operation order of
+DESIGN.md section 5 (the stable form of the official ``sample()`` loop body)."""
+
+import torch
+
+from .packing import pack_bits, unpack_bits
+from .philox import philox_uniform
+
+
+def guided_logits(logits, uncond, inv_temp, g1, g):
+    """``l = cond * inv_temp``, then ``g1 * l - g * (uncond * inv_temp)`` when guidance is on."""
+    l = logits.float() * inv_temp
+    if uncond is not None:
+        l = l * g1 - (uncond.float() * inv_temp) * g
+    return l
+
+
+def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, g1, g, k_prev,
+                b_prev, qh, ql, final, predict_flip, seed, offset, return_probs, out_dtype):
+    """Returns ``(packed x_{t_prev}, probs or None, unpacked x_{t_prev} in out_dtype or None)``.
+
+    Raises:
+        ValueError: the (guided) logits hold NaN.
+    """
+    c = logits.shape[-1]
+    l = guided_logits(logits, uncond, inv_temp, g1, g)
+    if torch.isnan(l).any():
+        raise ValueError("logits contain NaN (or guidance combined infinite logits into NaN)")
+    xt = unpack_bits(xt_packed, c, torch.bool)
+    e = torch.exp(-l.abs())
+    hi = 1.0 / (1.0 + e)
+    lo = e * hi
+    pos = l >= 0
+    p = torch.where(pos, hi, lo)
+    pc = torch.where(pos, lo, hi)
+    flip = xt & predict_flip
+    p0 = torch.where(flip, pc, p)
+    if final:
+        x = torch.where(flip, -l, l) > 0
+        prob = p0
+    else:
+        p0c = torch.where(flip, p, pc)
+        a1 = k_prev * p0 + b_prev
+        a0 = k_prev * p0c + b_prev
+        n1 = a1 * torch.where(xt, qh, ql)
+        prob = n1 / (n1 + a0 * torch.where(xt, ql, qh))
+        u = philox_uniform(seed, offset, l.numel(), l.device).view(l.shape)
+        x = u < prob
+    if mask_packed is not None:
+        x = torch.where(unpack_bits(mask_packed, c, torch.bool), unpack_bits(known_packed, c, torch.bool), x)
+    unpacked = x.to(out_dtype) if out_dtype is not None else None
+    return pack_bits(x), prob if return_probs else None, unpacked

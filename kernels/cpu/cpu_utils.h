@@ -1,0 +1,53 @@
+// Helpers shared by the CPU kernels: tiling, dtype loads and typed stores.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "bldm_fast/common.h"
+
+
+namespace bldm_fast::cpu {
+
+// Elements per tile: the per-tile scratch (uniforms, logits, bits) stays in L1/L2 and the
+// Philox, step and packing loops each run over one tile at a time.
+constexpr int64_t kTileElems = 4096;
+
+// Rows per tile for rows of `channels` elements (at least one row).
+inline int64_t rows_per_tile(int64_t channels) {
+  return std::max<int64_t>(1, kTileElems / std::max<int64_t>(channels, 1));
+}
+
+// Runs f(row_begin, row_end) over tiles of rows, in parallel across tiles.
+template <typename F>
+void for_row_tiles(int64_t rows, int64_t channels, F&& f) {
+  const int64_t tile = rows_per_tile(channels);
+  const int64_t tiles = (rows + tile - 1) / tile;
+  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) f(t * tile, std::min(rows, (t + 1) * tile));
+  });
+}
+
+inline float to_float(float x) { return x; }
+inline float to_float(c10::Half x) { return static_cast<float>(x); }
+inline float to_float(c10::BFloat16 x) { return static_cast<float>(x); }
+
+}  // namespace bldm_fast::cpu
+
+namespace bldm_fast::cpu {
+
+// out[j] = ones[j] (0/1) in out's dtype, for j < n, starting at element `first` of out.
+inline void store_ones(const uint8_t* ones, int64_t n, at::Tensor& out, int64_t first) {
+  AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, out.scalar_type(), "store_ones", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>() + first;
+    for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(ones[j]);
+  });
+}
+
+}  // namespace bldm_fast::cpu

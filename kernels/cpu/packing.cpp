@@ -1,0 +1,90 @@
+// pack_bits / unpack_bits on the CPU.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <vector>
+
+#include "bits_cpu.h"
+#include "checks.h"
+#include "cpu_utils.h"
+
+namespace bldm_fast::cpu {
+namespace {
+
+at::Tensor pack_bits(const at::Tensor& bits) {
+  check_cpu(bits, "pack_bits", "bits");
+  TORCH_CHECK_VALUE(bits.dim() >= 1 && bits.size(-1) >= 1,
+                    "pack_bits: bits must have a last (channel) dimension of size >= 1, got shape ",
+                    bits.sizes());
+  const auto dt = bits.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kBool || dt == at::kByte || at::isFloatingType(dt),
+                   "pack_bits: bits must be bool, uint8 or floating point, got ", dt);
+  const int64_t channels = bits.size(-1), nb = packed_size(channels);
+  at::Tensor out = at::empty(with_last(leading_dims(bits), nb), bits.options().dtype(at::kByte));
+  const int64_t rows = bits.numel() / channels;
+  if (rows == 0) return out;
+  const at::Tensor x = bits.contiguous();
+  uint8_t* po = out.data_ptr<uint8_t>();
+  if (dt == at::kBool || dt == at::kByte) {
+    const auto* pi = static_cast<const uint8_t*>(x.data_ptr());
+    for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
+      pack_rows(pi + r0 * channels, r1 - r0, channels, po + r0 * nb);
+    });
+    return out;
+  }
+  std::atomic<bool> bad{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dt, "pack_bits", [&] {
+    const scalar_t* pi = x.data_ptr<scalar_t>();
+    for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
+      const int64_t n = (r1 - r0) * channels;
+      std::vector<uint8_t> ones(n);
+      bool tile_bad = false;
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = static_cast<float>(pi[r0 * channels + j]);
+        ones[j] = v != 0.0f;
+        tile_bad |= (v != 0.0f) & (v != 1.0f);
+      }
+      if (tile_bad) bad = true;
+      pack_rows(ones.data(), r1 - r0, channels, po + r0 * nb);
+    });
+  });
+  TORCH_CHECK_VALUE(!bad, "pack_bits: bits must hold only 0 or 1, found another value");
+  return out;
+}
+
+at::Tensor unpack_bits(const at::Tensor& packed, int64_t channels, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(channels >= 1, "unpack_bits: channels must be >= 1, got ", channels);
+  TORCH_CHECK_VALUE(packed.dim() >= 1, "unpack_bits: packed must have a last (byte) dimension");
+  check_packed(packed, "unpack_bits", "packed", leading_dims(packed), channels);
+  TORCH_CHECK_TYPE(dtype == at::kBool || dtype == at::kByte || at::isFloatingType(dtype),
+                   "unpack_bits: dtype must be bool, uint8 or floating point, got ", dtype);
+  const int64_t nb = packed_size(channels);
+  at::Tensor out = at::empty(with_last(leading_dims(packed), channels), packed.options().dtype(dtype));
+  const int64_t rows = packed.numel() / nb;
+  if (rows == 0) return out;
+  const at::Tensor p = packed.contiguous();
+  const uint8_t* pi = p.data_ptr<uint8_t>();
+  for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
+    const uint8_t* in = pi + r0 * nb;
+    if (dtype == at::kFloat) {
+      unpack_rows_float(in, r1 - r0, channels, out.data_ptr<float>() + r0 * channels);
+    } else if (dtype == at::kBool || dtype == at::kByte) {
+      unpack_rows(in, r1 - r0, channels, static_cast<uint8_t*>(out.data_ptr()) + r0 * channels);
+    } else {
+      std::vector<uint8_t> ones((r1 - r0) * channels);
+      unpack_rows(in, r1 - r0, channels, ones.data());
+      store_ones(ones.data(), static_cast<int64_t>(ones.size()), out, r0 * channels);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(bldm_fast, CPU, m) {
+  m.impl("pack_bits", &pack_bits);
+  m.impl("unpack_bits", &unpack_bits);
+}
+
+}  // namespace bldm_fast::cpu

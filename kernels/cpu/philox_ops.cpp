@@ -1,0 +1,38 @@
+// philox_fill_: the bare random stream as uint32 words (int64 out) or float32 uniforms.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu_utils.h"
+#include "philox_cpu.h"
+
+namespace bldm_fast::cpu {
+namespace {
+
+void philox_fill(at::Tensor& out, int64_t seed, int64_t offset) {
+  check_cpu(out, "philox_fill_", "out");
+  TORCH_CHECK_VALUE(out.is_contiguous(), "philox_fill_: out must be contiguous");
+  const auto dt = out.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kLong,
+                   "philox_fill_: out must be float32 (uniforms) or int64 (words), got ", dt);
+  // seed and offset travel as int64 bit patterns of their uint64 values.
+  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  const int64_t n = out.numel();
+  at::parallel_for(0, (n + kTileElems - 1) / kTileElems, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t i0 = t0 * kTileElems, count = std::min(n, t1 * kTileElems) - i0;
+    if (dt == at::kFloat) {
+      uniform_range(s, o, i0, count, out.data_ptr<float>() + i0);
+      return;
+    }
+    std::vector<uint32_t> w(count);
+    words_range(s, o, i0, count, w.data());
+    int64_t* po = out.data_ptr<int64_t>() + i0;
+    for (int64_t j = 0; j < count; ++j) po[j] = w[j];
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(bldm_fast, CPU, m) { m.impl("philox_fill_", &philox_fill); }
+
+}  // namespace bldm_fast::cpu

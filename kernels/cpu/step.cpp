@@ -1,0 +1,157 @@
+// sample_step on the CPU: one fused reverse step of DESIGN.md section 5 over (..., C) logits.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+#include "bits_cpu.h"
+#include "bldm_fast/step_math.h"
+#include "checks.h"
+#include "cpu_utils.h"
+#include "philox_cpu.h"
+
+namespace bldm_fast::cpu {
+namespace {
+
+struct Guidance {
+  float inv_temp, g1, g;
+  bool on;
+};
+
+// l[j] = guided logit of element j, in float32 whatever the input dtype.
+template <typename T>
+void load_logits(const T* __restrict cond, const T* __restrict uncond, int64_t n, Guidance gd, float* __restrict l) {
+  if (gd.on) {
+    for (int64_t j = 0; j < n; ++j)
+      l[j] = guided_logit(to_float(cond[j]), to_float(uncond[j]), gd.inv_temp, gd.g1, gd.g);
+  } else {
+    for (int64_t j = 0; j < n; ++j) l[j] = guided_logit(to_float(cond[j]), gd.inv_temp);
+  }
+}
+
+template <typename T>
+void load_tile(const at::Tensor& cond, const at::Tensor& uncond, Guidance gd, int64_t i0, int64_t n, float* l) {
+  const T* pu = gd.on ? uncond.data_ptr<T>() + i0 : nullptr;
+  load_logits(cond.data_ptr<T>() + i0, pu, n, gd, l);
+}
+
+// prob[j] = posterior, bit[j] = u[j] < prob[j]; returns whether any logit is NaN.
+bool posterior_run(const float* __restrict l, const uint8_t* __restrict xt, const float* __restrict u, int64_t n,
+                   StepConstants s, bool predict_flip, float* __restrict prob, uint8_t* __restrict bit) {
+  int nan = 0;  // an int, not a bool: gcc 12 does not vectorise a bool OR-reduction
+  for (int64_t j = 0; j < n; ++j) {
+    const bool x = xt[j] != 0;
+    const float pr = posterior(p0_pair(l[j], x, predict_flip), x, s);
+    prob[j] = pr;
+    bit[j] = u[j] < pr;
+    nan |= l[j] != l[j];
+  }
+  return nan != 0;
+}
+
+// The final step: prob[j] = p0, bit[j] = [l' > 0]; returns whether any logit is NaN.
+bool final_run(const float* __restrict l, const uint8_t* __restrict xt, int64_t n, bool predict_flip,
+               float* __restrict prob, uint8_t* __restrict bit) {
+  int nan = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const bool x = xt[j] != 0;
+    prob[j] = p0_pair(l[j], x, predict_flip).p0;
+    bit[j] = final_bit(l[j], x, predict_flip);
+    nan |= l[j] != l[j];
+  }
+  return nan != 0;
+}
+
+void check_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
+                  const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known,
+                  double inv_temp) {
+  const char* op = "sample_step";
+  check_cpu(logits, op, "logits");
+  const auto dt = logits.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
+                   ": logits must be float32, float16 or bfloat16, got ", dt);
+  TORCH_CHECK_VALUE(logits.dim() >= 1 && logits.size(-1) >= 1, op,
+                    ": logits must have a last (channel) dimension of size >= 1, got shape ", logits.sizes());
+  if (uncond) {
+    check_cpu(*uncond, op, "uncond_logits");
+    TORCH_CHECK_TYPE(uncond->scalar_type() == dt, op, ": uncond_logits must have the dtype of logits (", dt,
+                     "), got ", uncond->scalar_type());
+    TORCH_CHECK_VALUE(uncond->sizes() == logits.sizes(), op, ": uncond_logits must have the shape of logits ",
+                      logits.sizes(), ", got ", uncond->sizes());
+  }
+  const auto leading = leading_dims(logits);
+  check_packed(xt_packed, op, "xt_packed", leading, logits.size(-1));
+  TORCH_CHECK_VALUE(mask.has_value() == known.has_value(), op, ": mask and known must be given together");
+  if (mask) {
+    check_packed(*mask, op, "mask", leading, logits.size(-1));
+    check_packed(*known, op, "known", leading, logits.size(-1));
+  }
+  TORCH_CHECK_VALUE(std::isfinite(inv_temp) && inv_temp > 0, op, ": inv_temp must be finite and > 0, got ",
+                    inv_temp);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
+    const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
+    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g1,
+    double g, double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip,
+    int64_t seed, int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
+  check_inputs(logits, uncond, xt_packed, mask, known, inv_temp);
+  const int64_t channels = logits.size(-1), nb = packed_size(channels);
+  const auto leading = leading_dims(logits);
+  const auto opts = xt_packed.options();
+  at::Tensor packed = at::empty(with_last(leading, nb), opts);
+  at::Tensor probs = return_probs ? at::empty(logits.sizes(), opts.dtype(at::kFloat)) : at::empty({0}, opts);
+  at::Tensor unpacked = out_dtype ? at::empty(logits.sizes(), opts.dtype(*out_dtype)) : at::empty({0}, opts);
+  const int64_t rows = logits.numel() / channels;
+  if (rows == 0) return {packed, probs, unpacked};
+
+  const at::Tensor lc = logits.contiguous();
+  const at::Tensor uc = uncond ? uncond->contiguous() : at::Tensor();
+  const at::Tensor xc = xt_packed.contiguous();
+  const at::Tensor mc = mask ? mask->contiguous() : at::Tensor();
+  const at::Tensor kc = known ? known->contiguous() : at::Tensor();
+  const Guidance gd{static_cast<float>(inv_temp), static_cast<float>(g1), static_cast<float>(g), uncond.has_value()};
+  const StepConstants sc{static_cast<float>(k_prev), static_cast<float>(b_prev), static_cast<float>(qh),
+                         static_cast<float>(ql)};
+  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  std::atomic<bool> nan{false};
+
+  for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
+    const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
+    std::vector<float> l(n), u(final_step ? 0 : n), pr_tile(return_probs ? 0 : n);
+    std::vector<uint8_t> xt(n), bit(n);
+    float* pr = return_probs ? probs.data_ptr<float>() + i0 : pr_tile.data();
+    AT_DISPATCH_SWITCH(lc.scalar_type(), "sample_step",
+                       AT_DISPATCH_CASE(at::kFloat, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); })
+                       AT_DISPATCH_CASE(at::kHalf, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); })
+                       AT_DISPATCH_CASE(at::kBFloat16, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); }));
+    unpack_rows(xc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, xt.data());
+    bool tile_nan;
+    if (final_step) {
+      tile_nan = final_run(l.data(), xt.data(), n, predict_flip, pr, bit.data());
+    } else {
+      uniform_range(s, o, i0, n, u.data());
+      tile_nan = posterior_run(l.data(), xt.data(), u.data(), n, sc, predict_flip, pr, bit.data());
+    }
+    if (tile_nan) nan = true;
+    if (mask) {
+      std::vector<uint8_t> m(n), k(n);
+      unpack_rows(mc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, m.data());
+      unpack_rows(kc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, k.data());
+      for (int64_t j = 0; j < n; ++j) bit[j] = m[j] ? k[j] : bit[j];
+    }
+    pack_rows(bit.data(), r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
+    if (out_dtype) store_ones(bit.data(), n, unpacked, i0);
+  });
+  TORCH_CHECK_VALUE(!nan, "sample_step: logits contain NaN (or guidance combined infinite logits into NaN)");
+  return {packed, probs, unpacked};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(bldm_fast, CPU, m) { m.impl("sample_step", &sample_step); }
+
+}  // namespace bldm_fast::cpu
