@@ -34,7 +34,7 @@ def _bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, r
 
 
 @torch.library.register_fake("bldm_fast::sample_step")
-def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g1, g, k_prev, b_prev, qh, ql,
+def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g, k_prev, b_prev, qh, ql,
                  final_step, predict_flip, seed, offset, return_probs, out_dtype):
     return (
         xt_packed.new_empty((*logits.shape[:-1], xt_packed.shape[-1]), dtype=torch.uint8),

@@ -21,7 +21,7 @@ TORCH_LIBRARY(bldm_fast, m) {
       "ScalarType? out_dtype, bool return_flip) -> (Tensor, Tensor, Tensor)");
   m.def(
       "sample_step(Tensor logits, Tensor? uncond_logits, Tensor xt_packed, Tensor? mask, Tensor? known, "
-      "float inv_temp, float g1, float g, float k_prev, float b_prev, float qh, float ql, bool final_step, "
+      "float inv_temp, float g, float k_prev, float b_prev, float qh, float ql, bool final_step, "
       "bool predict_flip, int seed, int offset, bool return_probs, ScalarType? out_dtype) "
       "-> (Tensor, Tensor, Tensor)");
 }

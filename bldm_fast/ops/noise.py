@@ -3,27 +3,31 @@
 import torch
 
 from .._backends import resolve_backend
-from .._checks import check_channels, check_out_dtype, check_packed
+from .._checks import check_channels, check_int, check_out_dtype, check_packed
 from ..reference import noise as ref
 from ..rng import as_int64, resolve_stream
 from ..schedule import BernoulliSchedule
 
 
-def _per_sample_t(t, batch: int, num_steps: int, device) -> torch.Tensor:
-    """``t`` as an int64 CPU tensor of shape ``(batch,)`` with values in 1..T."""
+def _thresholds(t, batch: int, schedule: BernoulliSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample float32 thresholds ``(thr1, thr0)``, each ``(batch,)`` on the CPU, for ``t``.
+
+    An int ``t`` is checked on the host without touching tensor data (so it traces under
+    torch.compile); a tensor ``t`` is checked by reading its min and max.
+    """
+    T = schedule.num_steps
     if isinstance(t, torch.Tensor):
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"t must be an integer tensor, got {t.dtype}")
         if t.dim() != 1 or t.shape[0] != batch:
             raise ValueError(f"t must have shape (B,) = ({batch},), got {tuple(t.shape)}")
         t = t.to("cpu", torch.int64)
-    elif isinstance(t, int) and not isinstance(t, bool):
-        t = torch.full((batch,), t, dtype=torch.int64)
-    else:
-        raise ValueError(f"t must be an int or an integer tensor of shape (B,), got {type(t).__name__}")
-    if batch and (int(t.min()) < 1 or int(t.max()) > num_steps):
-        raise ValueError(f"t must be in 1..{num_steps}, got values in {int(t.min())}..{int(t.max())}")
-    return t
+        if batch and (int(t.min()) < 1 or int(t.max()) > T):
+            raise ValueError(f"t must be in 1..{T}, got values in {int(t.min())}..{int(t.max())}")
+        return schedule.noise_thresholds(t)
+    t = check_int(t, "t", 1, T)
+    thr1, thr0 = schedule.noise_thresholds(torch.tensor([t]))
+    return thr1.expand(batch), thr0.expand(batch)
 
 
 def bernoulli_noise(x0_packed: torch.Tensor, t, schedule: BernoulliSchedule, channels: int, *,
@@ -54,11 +58,9 @@ def bernoulli_noise(x0_packed: torch.Tensor, t, schedule: BernoulliSchedule, cha
     if not isinstance(schedule, BernoulliSchedule):
         raise ValueError(f"schedule must be a bldm_fast.BernoulliSchedule, got {type(schedule).__name__}")
     check_out_dtype(out_dtype)
-    batch = x0_packed.shape[0]
-    t = _per_sample_t(t, batch, schedule.num_steps, x0_packed.device)
+    thr1, thr0 = _thresholds(t, x0_packed.shape[0], schedule)
     numel = x0_packed[..., :1].numel() * channels
     seed, offset = resolve_stream(generator, seed, offset, numel)
-    thr1, thr0 = schedule.noise_thresholds(t)
     if resolve_backend(backend, x0_packed.device) == "reference":
         packed, unpacked, flip = ref.bernoulli_noise(x0_packed, thr1, thr0, channels, seed, offset, out_dtype,
                                                      return_flip)

@@ -1,5 +1,7 @@
 """sample_step: one fused reverse step of the Bernoulli sampler (DESIGN.md section 5)."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -40,6 +42,17 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
+@torch.compiler.assume_constant_result
+def _host_scalars(schedule: BernoulliSchedule, t: int, t_prev: int, temperature: float, guidance: float):
+    """The float32 scalars every backend takes: ``(inv_temp, g, k_prev, b_prev, qh, ql)``.
+
+    Constants for torch.compile: they depend on Python numbers only.
+    """
+    final = t_prev == 0
+    k_prev, b_prev, qh, ql = (0.0, 0.0, 0.0, 0.0) if final else schedule.step_constants(t, t_prev)
+    return _f32(1.0 / temperature), _f32(guidance), k_prev, b_prev, qh, ql
+
+
 def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: int, schedule: BernoulliSchedule, *,
                 generator=None, seed: int | None = None, offset: int | None = None, temperature: float = 1.0,
                 guidance: float = 0.0, uncond_logits: torch.Tensor | None = None, predict_flip: bool = True,
@@ -57,7 +70,8 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: i
         generator / seed / offset: the random stream; element ``i`` of ``(..., C)`` draws uniform ``i``.
             Every call reserves ``ceil(numel / 4)`` counters of a generator, the final step too.
         temperature: > 0; logits are scaled by ``1 / temperature``.
-        guidance: ``g``; when nonzero ``l = (1 + g) * l - g * l_uncond`` (needs ``uncond_logits``).
+        guidance: ``g``; when nonzero ``l = (1 + g) * l - g * l_uncond`` (needs ``uncond_logits``),
+            evaluated as ``(cond + g * (cond - uncond)) / temperature`` to avoid float32 cancellation.
         uncond_logits: the unconditional logits, shape and dtype of ``logits``.
         predict_flip: the logits predict a flip of ``x_t`` (the official ``p_flip``).
         mask, known: inpainting; where ``mask`` is 1 the output bit is ``known``'s. uint8 means packed
@@ -91,8 +105,8 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: i
         raise ValueError(f"schedule must be a bldm_fast.BernoulliSchedule, got {type(schedule).__name__}")
     t = check_int(t, "t", 1, schedule.num_steps)
     t_prev = check_int(t_prev, "t_prev", 0, t - 1)
-    inv_temp = _f32(1.0 / check_positive_finite(temperature, "temperature"))
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance):
+    temperature = check_positive_finite(temperature, "temperature")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
     if uncond_logits is not None:
         check_tensor(uncond_logits, "uncond_logits")
@@ -113,10 +127,7 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: i
         known = _packed_condition(known, "known", channels, leading, device, backend)
     seed, offset = resolve_stream(generator, seed, offset, logits.numel())
     uncond = uncond_logits if guidance != 0 else None
-    final = t_prev == 0
-    k_prev, b_prev, qh, ql = (0.0, 0.0, 0.0, 0.0) if final else schedule.step_constants(t, t_prev)
-    g1, g = _f32(1.0 + guidance), _f32(guidance)
-    args = (inv_temp, g1, g, k_prev, b_prev, qh, ql, final, bool(predict_flip))
+    args = (*_host_scalars(schedule, t, t_prev, temperature, float(guidance)), t_prev == 0, bool(predict_flip))
     if backend == "reference":
         packed, probs, unpacked = ref.sample_step(logits, uncond, xt_packed, mask, known, *args, seed, offset,
                                                   return_probs, out_dtype)

@@ -22,4 +22,4 @@ def unpack_bits(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch.
     """Unpack ``(..., ceil(C/8))`` uint8 into ``(..., channels)`` 0/1 of ``dtype``."""
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(*packed.shape[:-1], -1)[..., :channels].to(dtype)
+    return bits.reshape(*packed.shape[:-1], packed.shape[-1] * 8)[..., :channels].to(dtype)

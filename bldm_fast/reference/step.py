@@ -7,15 +7,16 @@ from .packing import pack_bits, unpack_bits
 from .philox import philox_uniform
 
 
-def guided_logits(logits, uncond, inv_temp, g1, g):
-    """``l = cond * inv_temp``, then ``g1 * l - g * (uncond * inv_temp)`` when guidance is on."""
-    l = logits.float() * inv_temp
-    if uncond is not None:
-        l = l * g1 - (uncond.float() * inv_temp) * g
-    return l
+def guided_logits(logits, uncond, inv_temp, g):
+    """``l = cond * inv_temp``, or with guidance ``(cond + g * (cond - uncond)) * inv_temp``: the
+    official ``(1 + g) * cond / T - g * uncond / T`` without its float32 cancellation."""
+    cond = logits.float()
+    if uncond is None:
+        return cond * inv_temp
+    return (cond + (cond - uncond.float()) * g) * inv_temp
 
 
-def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, g1, g, k_prev,
+def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, g, k_prev,
                 b_prev, qh, ql, final, predict_flip, seed, offset, return_probs, out_dtype):
     """Returns ``(packed x_{t_prev}, probs or None, unpacked x_{t_prev} in out_dtype or None)``.
 
@@ -23,7 +24,7 @@ def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, 
         ValueError: the (guided) logits hold NaN.
     """
     c = logits.shape[-1]
-    l = guided_logits(logits, uncond, inv_temp, g1, g)
+    l = guided_logits(logits, uncond, inv_temp, g)
     if torch.isnan(l).any():
         raise ValueError("logits contain NaN (or guidance combined infinite logits into NaN)")
     xt = unpack_bits(xt_packed, c, torch.bool)

@@ -17,7 +17,7 @@ namespace bldm_fast::cpu {
 namespace {
 
 struct Guidance {
-  float inv_temp, g1, g;
+  float inv_temp, g;
   bool on;
 };
 
@@ -26,7 +26,7 @@ template <typename T>
 void load_logits(const T* __restrict cond, const T* __restrict uncond, int64_t n, Guidance gd, float* __restrict l) {
   if (gd.on) {
     for (int64_t j = 0; j < n; ++j)
-      l[j] = guided_logit(to_float(cond[j]), to_float(uncond[j]), gd.inv_temp, gd.g1, gd.g);
+      l[j] = guided_logit(to_float(cond[j]), to_float(uncond[j]), gd.inv_temp, gd.g);
   } else {
     for (int64_t j = 0; j < n; ++j) l[j] = guided_logit(to_float(cond[j]), gd.inv_temp);
   }
@@ -95,8 +95,7 @@ void check_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& unc
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
     const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
-    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g1,
-    double g, double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip,
+    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g, double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip,
     int64_t seed, int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
   check_inputs(logits, uncond, xt_packed, mask, known, inv_temp);
   const int64_t channels = logits.size(-1), nb = packed_size(channels);
@@ -113,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
   const at::Tensor xc = xt_packed.contiguous();
   const at::Tensor mc = mask ? mask->contiguous() : at::Tensor();
   const at::Tensor kc = known ? known->contiguous() : at::Tensor();
-  const Guidance gd{static_cast<float>(inv_temp), static_cast<float>(g1), static_cast<float>(g), uncond.has_value()};
+  const Guidance gd{static_cast<float>(inv_temp), static_cast<float>(g), uncond.has_value()};
   const StepConstants sc{static_cast<float>(k_prev), static_cast<float>(b_prev), static_cast<float>(qh),
                          static_cast<float>(ql)};
   const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
