@@ -19,7 +19,9 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CPU_ARCH = os.environ.get("BLDM_FAST_CPU_ARCH", "native")
 # -ffp-contract=off: no fused multiply-add, so every backend rounds the step math identically.
-CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+# -fno-trapping-math: lets gcc if-convert the step's selects into vector blends (without it the
+# AVX2 build of the step stays scalar, 9x slower); it changes no result, only FP-exception flags.
+CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 CXX_FLAGS += [] if CPU_ARCH == "none" else [f"-march={CPU_ARCH}"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false"]
 

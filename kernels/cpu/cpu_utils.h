@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "bldm_fast/common.h"
 
@@ -32,6 +33,20 @@ void for_row_tiles(int64_t rows, int64_t channels, F&& f) {
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) f(t * tile, std::min(rows, (t + 1) * tile));
   });
+}
+
+// Uninitialised per-thread scratch of at least n elements of T, one buffer per Slot, reused across
+// tiles and calls: a thread works on one tile at a time. (Zero-filled std::vectors per tile cost
+// ~30% of the step at B=64, L=256, C=64.)
+template <typename T, int Slot>
+T* scratch(int64_t n) {
+  thread_local std::unique_ptr<T[]> buf;
+  thread_local int64_t capacity = 0;
+  if (capacity < n) {
+    buf.reset(new T[n]);
+    capacity = n;
+  }
+  return buf.get();
 }
 
 inline float to_float(float x) { return x; }

@@ -3,7 +3,6 @@
 #include <torch/library.h>
 
 #include <tuple>
-#include <vector>
 
 #include "bits_cpu.h"
 #include "checks.h"
@@ -54,21 +53,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
 
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
-    std::vector<uint8_t> x0(n), xt(n), fl(n);
-    std::vector<float> u(n);
-    unpack_rows(px0 + r0 * nb, r1 - r0, channels, x0.data());
-    uniform_range(s, o, i0, n, u.data());
+    uint8_t* x0 = scratch<uint8_t, 0>(n);
+    uint8_t* xt = scratch<uint8_t, 1>(n);
+    uint8_t* fl = scratch<uint8_t, 2>(n);
+    float* u = scratch<float, 0>(n);
+    unpack_rows(px0 + r0 * nb, r1 - r0, channels, x0);
+    uniform_range(s, o, i0, n, u);
     // One run per sample inside the tile: the thresholds change only between samples.
     for (int64_t r = r0; r < r1;) {
       const int64_t b = r / rows_per_sample;
       const int64_t r_end = std::min(r1, (b + 1) * rows_per_sample);
       const int64_t j = (r - r0) * channels, m = (r_end - r) * channels;
-      noise_run(x0.data() + j, u.data() + j, m, pthr[2 * b], pthr[2 * b + 1], xt.data() + j, fl.data() + j);
+      noise_run(x0 + j, u + j, m, pthr[2 * b], pthr[2 * b + 1], xt + j, fl + j);
       r = r_end;
     }
-    pack_rows(xt.data(), r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
-    if (return_flip) pack_rows(fl.data(), r1 - r0, channels, flip.data_ptr<uint8_t>() + r0 * nb);
-    if (out_dtype) store_ones(xt.data(), n, unpacked, i0);
+    pack_rows(xt, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
+    if (return_flip) pack_rows(fl, r1 - r0, channels, flip.data_ptr<uint8_t>() + r0 * nb);
+    if (out_dtype) store_ones(xt, n, unpacked, i0);
   });
   return {packed, unpacked, flip};
 }

@@ -3,7 +3,6 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <vector>
 
 #include "bits_cpu.h"
 #include "checks.h"
@@ -38,15 +37,16 @@ at::Tensor pack_bits(const at::Tensor& bits) {
     const scalar_t* pi = x.data_ptr<scalar_t>();
     for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
       const int64_t n = (r1 - r0) * channels;
-      std::vector<uint8_t> ones(n);
-      bool tile_bad = false;
+      uint8_t* ones = scratch<uint8_t, 0>(n);
+      const scalar_t* in = pi + r0 * channels;
+      int tile_bad = 0;  // an int: gcc 12 does not vectorise a bool OR-reduction
       for (int64_t j = 0; j < n; ++j) {
-        const float v = static_cast<float>(pi[r0 * channels + j]);
+        const float v = static_cast<float>(in[j]);
         ones[j] = v != 0.0f;
         tile_bad |= (v != 0.0f) & (v != 1.0f);
       }
       if (tile_bad) bad = true;
-      pack_rows(ones.data(), r1 - r0, channels, po + r0 * nb);
+      pack_rows(ones, r1 - r0, channels, po + r0 * nb);
     });
   });
   TORCH_CHECK_VALUE(!bad, "pack_bits: bits must hold only 0 or 1, found another value");
@@ -72,9 +72,9 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t channels, at::ScalarTyp
     } else if (dtype == at::kBool || dtype == at::kByte) {
       unpack_rows(in, r1 - r0, channels, static_cast<uint8_t*>(out.data_ptr()) + r0 * channels);
     } else {
-      std::vector<uint8_t> ones((r1 - r0) * channels);
-      unpack_rows(in, r1 - r0, channels, ones.data());
-      store_ones(ones.data(), static_cast<int64_t>(ones.size()), out, r0 * channels);
+      uint8_t* ones = scratch<uint8_t, 0>((r1 - r0) * channels);
+      unpack_rows(in, r1 - r0, channels, ones);
+      store_ones(ones, (r1 - r0) * channels, out, r0 * channels);
     }
   });
   return out;

@@ -24,8 +24,8 @@ void philox_fill(at::Tensor& out, int64_t seed, int64_t offset) {
       uniform_range(s, o, i0, count, out.data_ptr<float>() + i0);
       return;
     }
-    std::vector<uint32_t> w(count);
-    words_range(s, o, i0, count, w.data());
+    uint32_t* w = scratch<uint32_t, 0>(count);
+    words_range(s, o, i0, count, w);
     int64_t* po = out.data_ptr<int64_t>() + i0;
     for (int64_t j = 0; j < count; ++j) po[j] = w[j];
   });

@@ -5,7 +5,6 @@
 #include <atomic>
 #include <cmath>
 #include <tuple>
-#include <vector>
 
 #include "bits_cpu.h"
 #include "bldm_fast/step_math.h"
@@ -60,6 +59,17 @@ bool final_run(const float* __restrict l, const uint8_t* __restrict xt, int64_t 
     const bool x = xt[j] != 0;
     prob[j] = p0_pair(l[j], x, predict_flip).p0;
     bit[j] = final_bit(l[j], x, predict_flip);
+    nan |= l[j] != l[j];
+  }
+  return nan != 0;
+}
+
+// The final step's bits alone (no probabilities asked for): a sign test, no exp.
+bool final_bits_run(const float* __restrict l, const uint8_t* __restrict xt, int64_t n, bool predict_flip,
+                    uint8_t* __restrict bit) {
+  int nan = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    bit[j] = final_bit(l[j], xt[j] != 0, predict_flip);
     nan |= l[j] != l[j];
   }
   return nan != 0;
@@ -120,30 +130,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
 
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
-    std::vector<float> l(n), u(final_step ? 0 : n), pr_tile(return_probs ? 0 : n);
-    std::vector<uint8_t> xt(n), bit(n);
-    float* pr = return_probs ? probs.data_ptr<float>() + i0 : pr_tile.data();
+    float* l = scratch<float, 0>(n);
+    float* pr = return_probs ? probs.data_ptr<float>() + i0 : scratch<float, 1>(n);
+    uint8_t* xt = scratch<uint8_t, 0>(n);
+    uint8_t* bit = scratch<uint8_t, 1>(n);
     AT_DISPATCH_SWITCH(lc.scalar_type(), "sample_step",
-                       AT_DISPATCH_CASE(at::kFloat, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); })
-                       AT_DISPATCH_CASE(at::kHalf, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); })
-                       AT_DISPATCH_CASE(at::kBFloat16, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l.data()); }));
-    unpack_rows(xc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, xt.data());
+                       AT_DISPATCH_CASE(at::kFloat, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); })
+                       AT_DISPATCH_CASE(at::kHalf, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); })
+                       AT_DISPATCH_CASE(at::kBFloat16, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); }));
+    unpack_rows(xc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, xt);
     bool tile_nan;
-    if (final_step) {
-      tile_nan = final_run(l.data(), xt.data(), n, predict_flip, pr, bit.data());
+    if (final_step && !return_probs) {
+      tile_nan = final_bits_run(l, xt, n, predict_flip, bit);
+    } else if (final_step) {
+      tile_nan = final_run(l, xt, n, predict_flip, pr, bit);
     } else {
-      uniform_range(s, o, i0, n, u.data());
-      tile_nan = posterior_run(l.data(), xt.data(), u.data(), n, sc, predict_flip, pr, bit.data());
+      float* u = scratch<float, 2>(n);
+      uniform_range(s, o, i0, n, u);
+      tile_nan = posterior_run(l, xt, u, n, sc, predict_flip, pr, bit);
     }
     if (tile_nan) nan = true;
     if (mask) {
-      std::vector<uint8_t> m(n), k(n);
-      unpack_rows(mc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, m.data());
-      unpack_rows(kc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, k.data());
+      uint8_t* m = scratch<uint8_t, 2>(n);
+      uint8_t* k = scratch<uint8_t, 3>(n);
+      unpack_rows(mc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, m);
+      unpack_rows(kc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, k);
       for (int64_t j = 0; j < n; ++j) bit[j] = m[j] ? k[j] : bit[j];
     }
-    pack_rows(bit.data(), r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
-    if (out_dtype) store_ones(bit.data(), n, unpacked, i0);
+    pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
+    if (out_dtype) store_ones(bit, n, unpacked, i0);
   });
   TORCH_CHECK_VALUE(!nan, "sample_step: logits contain NaN (or guidance combined infinite logits into NaN)");
   return {packed, probs, unpacked};

@@ -1,0 +1,10 @@
+"""Benchmarks of ``bldm_fast`` against the official eager op chain, ``torch.compile`` and numpy.
+
+``python -m bldm_fast bench [--quick] [--json PATH]`` runs :func:`run_bench` and prints
+:func:`format_report`; ``benchmarks/`` holds the pytest-benchmark suites built on the same
+baselines (:mod:`bldm_fast.bench.baselines`).
+"""
+
+from .report import OPS, format_report, machine_info, print_report, run_bench, save_json
+
+__all__ = ["OPS", "run_bench", "format_report", "print_report", "save_json", "machine_info"]

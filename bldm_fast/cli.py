@@ -1,0 +1,146 @@
+"""The ``bldm-fast`` command line (``python -m bldm_fast``).
+
+Subcommands are entries of :data:`COMMANDS`, added with :func:`register`: a function that adds
+the options to an argparse sub-parser and a function that runs it and returns the exit code
+(later: encode, inspect, demo). Heavy imports (torch, the benchmark) happen inside the runner,
+so ``bldm-fast --help`` stays fast.
+
+Exit codes: 0 success, 1 the command ran and failed, 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def register(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Add subcommand ``name``: ``add_arguments(subparser)`` declares its options, ``run(args)``
+    executes it and returns the exit code."""
+    COMMANDS[name] = (help, add_arguments, run)
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import report
+
+    res = report.run_bench(
+        quick=args.quick,
+        backends=args.backends,
+        ops=args.ops,
+        device=args.device,
+        baselines=args.baselines,
+        compile=not args.no_compile,
+        repeats=args.repeats,
+        min_time=args.min_time,
+        compile_timeout=args.compile_timeout,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    report.print_report(res)
+    if args.json:
+        report.save_json(res, args.json)
+        print(f"saved {args.json}", file=sys.stderr)
+    failed = [n for c in res["cases"] for n in c["notes"] if n.startswith("CHECK FAILED")]
+    errors = [r for c in res["cases"] for r in c["rows"] if r["status"] == "error" and r["kind"] == "bldm_fast"]
+    return 1 if failed or errors else 0
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quick", action="store_true", help="few repeats, torch.compile only for the headline step (< 1 min)"
+    )
+    p.add_argument("--json", metavar="PATH", help="also save every number plus machine info as JSON")
+    p.add_argument(
+        "--backends", type=_csv, metavar="LIST", help="comma-separated bldm_fast backends (default: all available)"
+    )
+    p.add_argument(
+        "--ops", type=_csv, metavar="LIST", help="comma-separated ops: pack,unpack,noise,step (default: all)"
+    )
+    p.add_argument(
+        "--baselines",
+        type=_csv,
+        metavar="LIST",
+        help="comma-separated baselines: official,compile,numpy,torch (default: all)",
+    )
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    p.add_argument("--device", default="cpu", help="device of the benchmark tensors (default: cpu)")
+    p.add_argument(
+        "--repeats", type=int, metavar="N", help="interleaved repeats per implementation (median is reported)"
+    )
+    p.add_argument("--min-time", type=float, metavar="S", help="minimum seconds of back-to-back calls per sample")
+    p.add_argument("--compile-timeout", type=float, metavar="S", help="seconds a torch.compile warm-up may take")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch.set_num_threads(N) for the run (default: leave torch's default; 1 is steadier on a busy machine)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+register(
+    "bench", "time every backend against the official PyTorch chain, torch.compile and numpy", _bench_args, _run_bench
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bldm-fast", description="Fast Binary Latent Diffusion kernels: tools around bldm_fast."
+    )
+    try:
+        from importlib.metadata import version
+
+        ver = version("bldm_fast")
+    except Exception:
+        ver = "unknown"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ver}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_, add, _run) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``bldm-fast`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _help, _add, run = COMMANDS[args.command]
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as exc:
+        print(f"bldm-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
