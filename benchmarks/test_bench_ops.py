@@ -21,12 +21,9 @@ import torch
 
 import bldm_fast as bf
 from bldm_fast.bench import baselines as bl
-from bldm_fast.bench.report import GUIDANCE, NUM_STEPS, SEED, STEP_T, STEP_T_PREV, TEMPERATURE
+from bldm_fast.bench.cases import GUIDANCE, NUM_STEPS, SEED, STEP_T, STEP_T_PREV, TEMPERATURE
 
-try:
-    BACKENDS = [b for b in bf.available_backends() if b not in ("triton", "cuda")]  # CPU tensors here
-except AttributeError:  # the package core is not importable yet: baselines only
-    BACKENDS = []
+BACKENDS = [b for b in bf.available_backends() if b not in ("triton", "cuda")]  # CPU tensors here
 
 SHAPES = {"B64xL256xC64": (64, 256, 64), "B8xL256xC64": (8, 256, 64)}
 HEADLINE = "B64xL256xC64"

@@ -2,9 +2,13 @@
 
 ``python -m bldm_fast bench [--quick] [--json PATH]`` runs :func:`run_bench` and prints
 :func:`format_report`; ``benchmarks/`` holds the pytest-benchmark suites built on the same
-baselines (:mod:`bldm_fast.bench.baselines`).
+baselines (:mod:`bldm_fast.bench.baselines`). :mod:`bldm_fast.bench.report` describes the method
+and the modules behind it.
 """
 
-from .report import OPS, format_report, machine_info, print_report, run_bench, save_json
+from .cases import OPS
+from .format import format_report
+from .machine import machine_info
+from .report import print_report, run_bench, save_json
 
 __all__ = ["OPS", "run_bench", "format_report", "print_report", "save_json", "machine_info"]
