@@ -9,7 +9,9 @@ from .rng import PhiloxGenerator
 from .schedule import BernoulliSchedule
 
 if native_available():
-    from . import _ops_fake  # noqa: F401
+    from ._ops_fake import register_fakes
+
+    register_fakes("bldm_fast")
 
 __version__ = "0.1.0"
 

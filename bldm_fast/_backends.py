@@ -1,5 +1,6 @@
 """Which backends this install has, and which one an op call runs on."""
 
+import importlib.util
 import os
 
 import torch
@@ -20,34 +21,69 @@ def native_available() -> bool:
     return NATIVE_ERROR is None
 
 
+def triton_interpreting() -> bool:
+    """Whether Triton kernels run in Triton's interpreter (``TRITON_INTERPRET=1``), on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_available() -> bool:
+    """Whether the Triton backend can run: the triton package, and a CUDA GPU or the interpreter."""
+    return _HAS_TRITON and (torch.cuda.is_available() or triton_interpreting())
+
+
 _MISSING = {
     "cpu": "the C++ extension bldm_fast._C is not built (pip install --no-build-isolation -e . builds it)",
-    "triton": "the Triton backend is not part of this release yet",
+    "triton": "it needs the triton package and a CUDA GPU (or TRITON_INTERPRET=1 to run it on CPU tensors)",
     "cuda": "the CUDA backend is not part of this release yet",
 }
 
 
 def available_backends() -> list[str]:
-    """The backends this install can run, e.g. ``["reference", "cpu"]``."""
-    return ["reference"] + (["cpu"] if native_available() else [])
+    """The backends this install can run, e.g. ``["reference", "cpu", "triton"]``."""
+    return (["reference"] + (["cpu"] if native_available() else [])
+            + (["triton"] if triton_available() else []))
+
+
+def fused_ops(backend: str):
+    """The ``torch.ops`` namespace of a fused backend's ops; both share one schema per op."""
+    if backend == "triton":
+        from .triton_backend import ops  # noqa: F401  (registers torch.ops.bldm_fast_triton.*)
+
+        return torch.ops.bldm_fast_triton
+    return torch.ops.bldm_fast
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend an op on tensors of ``device`` runs on.
 
     ``"auto"`` (overridden by the ``BLDM_FAST_BACKEND`` environment variable) picks the C++
-    extension for CPU tensors when it is built, else the reference.
+    extension for CPU tensors when it is built and Triton for CUDA tensors when it is available,
+    else the reference.
 
     Raises:
         ValueError: ``backend`` is not a known name, or names a backend for another device.
         RuntimeError: the backend is known but not available in this install.
     """
     if backend == "auto":
-        backend = os.environ.get(ENV_VAR) or ("cpu" if device.type == "cpu" and native_available() else "reference")
+        backend = os.environ.get(ENV_VAR) or _auto(device)
     if backend not in KNOWN:
         raise ValueError(f"backend must be 'auto' or one of {KNOWN}, got {backend!r}")
     if backend not in available_backends():
         raise RuntimeError(f"backend {backend!r} is not available: {_MISSING[backend]}")
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
+    if backend == "triton" and device.type != ("cpu" if triton_interpreting() else "cuda"):
+        raise ValueError(f"backend 'triton' runs on {'CPU tensors (interpreter)' if triton_interpreting() else 'CUDA tensors'}, "
+                         f"got tensors on {device}")
     return backend
+
+
+def _auto(device: torch.device) -> str:
+    if device.type == "cpu" and native_available():
+        return "cpu"
+    if device.type == "cuda" and triton_available():
+        return "triton"
+    return "reference"

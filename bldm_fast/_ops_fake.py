@@ -1,5 +1,6 @@
-"""Fake (meta) implementations of the native ops, so they trace under torch.compile and pass
-torch.library.opcheck. Imported only when bldm_fast._C is loaded."""
+"""Fake (meta) implementations of the fused ops, so they trace under torch.compile and pass
+torch.library.opcheck. The native ops (``bldm_fast::*``, when bldm_fast._C is loaded) and the
+Triton ops (``bldm_fast_triton::*``) share one schema and these fakes."""
 
 import torch
 
@@ -8,22 +9,18 @@ def _empty_or(x: torch.Tensor, wanted: bool, shape, dtype) -> torch.Tensor:
     return x.new_empty(shape, dtype=dtype) if wanted else x.new_empty((0,), dtype=torch.uint8)
 
 
-@torch.library.register_fake("bldm_fast::pack_bits")
 def _pack_bits(bits):
     return bits.new_empty((*bits.shape[:-1], (bits.shape[-1] + 7) // 8), dtype=torch.uint8)
 
 
-@torch.library.register_fake("bldm_fast::unpack_bits")
 def _unpack_bits(packed, channels, dtype):
     return packed.new_empty((*packed.shape[:-1], channels), dtype=dtype)
 
 
-@torch.library.register_fake("bldm_fast::philox_fill_")
 def _philox_fill(out, seed, offset):
     return None
 
 
-@torch.library.register_fake("bldm_fast::bernoulli_noise")
 def _bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, return_flip):
     unpacked_shape = (*x0_packed.shape[:-1], channels)
     return (
@@ -33,7 +30,6 @@ def _bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, r
     )
 
 
-@torch.library.register_fake("bldm_fast::sample_step")
 def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g, k_prev, b_prev, qh, ql,
                  final_step, predict_flip, seed, offset, return_probs, out_dtype):
     return (
@@ -41,3 +37,18 @@ def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g, k_p
         _empty_or(xt_packed, return_probs, logits.shape, torch.float32),
         _empty_or(xt_packed, out_dtype is not None, logits.shape, out_dtype),
     )
+
+
+_FAKES = {
+    "pack_bits": _pack_bits,
+    "unpack_bits": _unpack_bits,
+    "philox_fill_": _philox_fill,
+    "bernoulli_noise": _bernoulli_noise,
+    "sample_step": _sample_step,
+}
+
+
+def register_fakes(namespace: str) -> None:
+    """Register the fake implementation of every op of ``namespace`` (``bldm_fast`` or ``bldm_fast_triton``)."""
+    for name, fake in _FAKES.items():
+        torch.library.register_fake(f"{namespace}::{name}", fake)

@@ -6,6 +6,7 @@ Oracles for packing are numpy.packbits / numpy.unpackbits with bitorder="little"
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -17,7 +18,7 @@ BACKENDS = ["reference", "cpu", "triton", "cuda"]
 SKIP_REASONS = {
     "reference": "pure-PyTorch reference backend missing (bldm_fast is broken)",
     "cpu": "C++ extension bldm_fast._C not built (pip install -e . / python setup.py build_ext)",
-    "triton": "needs a CUDA GPU and the triton package",
+    "triton": "needs the triton package and a CUDA GPU (or TRITON_INTERPRET=1)",
     "cuda": "needs a CUDA GPU and bldm_fast._C built with CUDA sources",
 }
 
@@ -35,8 +36,11 @@ def available_backends() -> list[str]:
 
 
 def device_for(backend: str) -> str:
-    """Device of the tensors a backend works on ("cuda" for triton/cuda, else "cpu")."""
-    return "cuda" if backend in ("triton", "cuda") else "cpu"
+    """Device of the tensors a backend works on: "cuda" for cuda, and for triton unless Triton
+    runs in its interpreter (TRITON_INTERPRET=1, on CPU tensors); else "cpu"."""
+    if backend == "triton":
+        return "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+    return "cuda" if backend == "cuda" else "cpu"
 
 
 def require_backend(backend: str) -> None:

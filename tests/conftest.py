@@ -3,7 +3,8 @@
 * ``backend``: every test that takes it runs once per backend in BACKENDS; a backend missing
   from ``bf.available_backends()`` is skipped with a reason that says what it needs.
 * ``present_backends``: the available ones, for cross-backend agreement tests.
-* ``bf_testutil.device_for(backend)``: the device its tensors live on ("cuda" for triton/cuda).
+* ``bf_testutil.device_for(backend)``: the device its tensors live on ("cuda" for cuda, and for
+  triton unless it runs in Triton's interpreter: TRITON_INTERPRET=1, set here when there is no GPU).
 * Hypothesis profile "bldm" (loaded by default): no deadline, BLDM_HYPOTHESIS_EXAMPLES examples
   (25 unless set; e.g. BLDM_HYPOTHESIS_EXAMPLES=500 for a long soak); under CI=true the
   derandomized "bldm-ci" profile; BLDM_HYPOTHESIS_PROFILE picks another.
@@ -14,6 +15,17 @@ from __future__ import annotations
 
 import os
 import sys
+
+# Without a GPU the Triton backend runs in Triton's interpreter on CPU tensors. Triton reads this
+# when kernels are defined, so it must be set before bldm_fast's Triton kernels are imported.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:
+        pass
 
 import pytest
 from hypothesis import HealthCheck, settings

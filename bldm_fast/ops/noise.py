@@ -2,7 +2,7 @@
 
 import torch
 
-from .._backends import resolve_backend
+from .._backends import fused_ops, resolve_backend
 from .._checks import check_channels, check_int, check_out_dtype, check_packed
 from ..reference import noise as ref
 from ..rng import as_int64, resolve_stream
@@ -61,12 +61,13 @@ def bernoulli_noise(x0_packed: torch.Tensor, t, schedule: BernoulliSchedule, cha
     thr1, thr0 = _thresholds(t, x0_packed.shape[0], schedule)
     numel = x0_packed[..., :1].numel() * channels
     seed, offset = resolve_stream(generator, seed, offset, numel)
-    if resolve_backend(backend, x0_packed.device) == "reference":
+    backend = resolve_backend(backend, x0_packed.device)
+    if backend == "reference":
         packed, unpacked, flip = ref.bernoulli_noise(x0_packed, thr1, thr0, channels, seed, offset, out_dtype,
                                                      return_flip)
     else:
         thresholds = torch.stack([thr1, thr0], dim=1).to(x0_packed.device)
-        packed, unpacked, flip = torch.ops.bldm_fast.bernoulli_noise(
+        packed, unpacked, flip = fused_ops(backend).bernoulli_noise(
             x0_packed, thresholds, channels, as_int64(seed), as_int64(offset), out_dtype, return_flip)
         unpacked = unpacked if out_dtype is not None else None
         flip = flip if return_flip else None

@@ -2,7 +2,7 @@
 
 import torch
 
-from .._backends import resolve_backend
+from .._backends import fused_ops, resolve_backend
 from .._checks import BIT_DTYPES, check_channels, check_packed, check_tensor
 from ..reference import packing as ref
 
@@ -27,11 +27,12 @@ def pack_bits(bits: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
         raise TypeError(f"bits must be bool, uint8 or float16/bfloat16/float32/float64, got {bits.dtype}")
     if bits.dim() < 1 or bits.shape[-1] < 1:
         raise ValueError(f"bits must have a last (channel) dim of size >= 1, got shape {tuple(bits.shape)}")
-    if resolve_backend(backend, bits.device) == "reference":
+    backend = resolve_backend(backend, bits.device)
+    if backend == "reference":
         if bits.is_floating_point() and ((bits != 0) & (bits != 1)).any():
             raise ValueError("pack_bits: bits must hold only 0 or 1, found another value")
         return ref.pack_bits(bits)
-    return torch.ops.bldm_fast.pack_bits(bits)
+    return fused_ops(backend).pack_bits(bits)
 
 
 def unpack_bits(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch.float32, *,
@@ -51,6 +52,7 @@ def unpack_bits(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch.
     check_packed(packed, "packed", channels)
     if dtype not in BIT_DTYPES:
         raise TypeError(f"dtype must be one of {BIT_DTYPES}, got {dtype!r}")
-    if resolve_backend(backend, packed.device) == "reference":
+    backend = resolve_backend(backend, packed.device)
+    if backend == "reference":
         return ref.unpack_bits(packed, channels, dtype)
-    return torch.ops.bldm_fast.unpack_bits(packed, channels, dtype)
+    return fused_ops(backend).unpack_bits(packed, channels, dtype)

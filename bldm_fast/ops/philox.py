@@ -2,7 +2,7 @@
 
 import torch
 
-from .._backends import resolve_backend
+from .._backends import fused_ops, resolve_backend
 from .._checks import check_int
 from ..reference import philox as ref
 from ..rng import as_int64, check_seed_offset
@@ -12,11 +12,12 @@ def _stream(seed, offset, numel, device, backend, dtype):
     numel = check_int(numel, "numel", 0)
     seed, offset = check_seed_offset(seed, offset, numel)
     device = torch.device(device)
-    if resolve_backend(backend, device) == "reference":
+    backend = resolve_backend(backend, device)
+    if backend == "reference":
         words = ref.philox_words(seed, offset, numel, device)
         return ref.words_to_uniform(words) if dtype == torch.float32 else words
     out = torch.empty(numel, dtype=dtype, device=device)
-    torch.ops.bldm_fast.philox_fill_(out, as_int64(seed), as_int64(offset))
+    fused_ops(backend).philox_fill_(out, as_int64(seed), as_int64(offset))
     return out
 
 

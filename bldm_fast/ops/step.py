@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from .._backends import resolve_backend
+from .._backends import fused_ops, resolve_backend
 from .._checks import (LOGIT_DTYPES, check_int, check_out_dtype, check_packed, check_positive_finite,
                        check_same_device, check_tensor)
 from ..reference import step as ref
@@ -132,7 +132,7 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: i
         packed, probs, unpacked = ref.sample_step(logits, uncond, xt_packed, mask, known, *args, seed, offset,
                                                   return_probs, out_dtype)
     else:
-        packed, probs, unpacked = torch.ops.bldm_fast.sample_step(
+        packed, probs, unpacked = fused_ops(backend).sample_step(
             logits, uncond, xt_packed, mask, known, *args, as_int64(seed), as_int64(offset), return_probs, out_dtype)
         probs = probs if return_probs else None
         unpacked = unpacked if out_dtype is not None else None

@@ -1,0 +1,80 @@
+"""The ``[BLOCK, 8]`` tile every kernel works on: one row per packed byte, one column per bit.
+
+Row ``g`` is packed byte ``g`` of the flat ``(rows, ceil(C/8))`` packed tensor; column ``j`` is
+its bit ``j``, channel ``8 * (g % NB) + j`` of row ``g // NB`` of the unpacked ``(rows, C)``
+tensor. Reading the unpacked side this way is contiguous when ``C % 8 == 0`` (ALIGNED).
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+# Packed bytes per program. On a GPU 512 bytes is 4096 elements: with 4 warps each thread owns
+# 32 elements, i.e. eight 16-byte loads per fp32 input in flight, enough to cover HBM latency
+# (not yet measured on a GPU: benchmarks/gpu_check.sh will tell). The interpreter runs each
+# program as numpy calls, so there fewer, larger programs are faster.
+BLOCK_BYTES = 4096 if INTERPRETING else 512
+NUM_WARPS = 4
+
+
+def grid(n_bytes: int) -> tuple[int]:
+    return (triton.cdiv(n_bytes, BLOCK_BYTES),)
+
+
+# Bit pattern of 1 in each dtype unpacked bits may take, and the integer dtype of that width.
+_ONE_BITS = {
+    torch.bool: (torch.uint8, 1),
+    torch.uint8: (torch.uint8, 1),
+    torch.float16: (torch.int16, 0x3C00),
+    torch.bfloat16: (torch.int16, 0x3F80),
+    torch.float32: (torch.int32, 0x3F800000),
+    torch.float64: (torch.int64, 0x3FF0000000000000),
+}
+
+
+def bits_view(out: torch.Tensor | None) -> tuple[torch.Tensor | None, int]:
+    """``out`` viewed as integers of its width, and the bit pattern of 1 there: kernels store
+    0/1 outputs as ``bit * ONE`` with no float conversion (and Triton 3.6's interpreter cannot
+    store bfloat16 tiles)."""
+    if out is None:
+        return None, 0
+    int_dtype, one = _ONE_BITS[out.dtype]
+    return out.view(int_dtype), one
+
+
+@triton.jit
+def byte_tile(n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+    """Indices and masks of this program's tile: ``o_byte``/``m_byte`` ``[BLOCK]``, ``o_bit``
+    ``[8]``, ``o_elem``/``m_elem`` ``[BLOCK, 8]`` (int64 flat element indices)."""
+    o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m_byte = o_byte < n_bytes
+    o_bit = tl.arange(0, 8)
+    if ALIGNED:
+        o_elem = o_byte[:, None] * 8 + o_bit[None, :]
+        m_elem = m_byte[:, None] & (o_bit[None, :] < 8)
+    else:
+        ch = (o_byte % NB)[:, None] * 8 + o_bit[None, :]
+        o_elem = (o_byte // NB)[:, None] * C + ch
+        m_elem = m_byte[:, None] & (ch < C)
+    return o_byte, m_byte, o_bit, o_elem, m_elem
+
+
+@triton.jit
+def unpack_tile(byte, o_bit):
+    """``[BLOCK]`` uint8 bytes -> ``[BLOCK, 8]`` bool bits, LSB first."""
+    return ((byte.to(tl.int32)[:, None] >> o_bit[None, :]) & 1) != 0
+
+
+@triton.jit
+def store_bits(ptr, o_elem, bit, m_elem, ONE: tl.constexpr):
+    """Store ``[BLOCK, 8]`` bool bits as 0/1 through an integer view (see :func:`bits_view`)."""
+    tl.store(ptr + o_elem, bit.to(ptr.dtype.element_ty) * ONE, mask=m_elem)
+
+
+@triton.jit
+def pack_tile(bit, o_bit):
+    """``[BLOCK, 8]`` bool bits -> ``[BLOCK]`` uint8 bytes, LSB first."""
+    return tl.sum(bit.to(tl.int32) << o_bit[None, :], axis=1).to(tl.uint8)
