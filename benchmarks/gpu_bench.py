@@ -1,0 +1,201 @@
+"""GPU benchmark of every fused op and GPU backend, run by benchmarks/gpu_check.sh.
+
+For each op at 16M and 64M elements (B x 256 x 64), fp32 and bf16 logits, with and without
+guidance: the median time of ``triton.testing.do_bench`` for every GPU backend, the official
+eager chain and ``torch.compile`` of it, and the achieved bandwidth (bytes that must move / time)
+as a share of a measured device-to-device copy. Noising is also compared with the bare Philox
+kernel (``philox_uniform``) over the same number of words.
+
+Writes ``gpu_bench.json`` and ``gpu_bench.md`` under ``--out`` and prints the compact table last.
+``--smoke`` runs tiny sizes on whatever device there is (CPU + TRITON_INTERPRET=1 in CI), to check
+the script itself; its numbers mean nothing.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+import bldm_fast as bf
+from bldm_fast.bench import baselines as bl
+
+C, L, T = 64, 256, 256
+T_STEP, T_PREV, GUIDANCE, TEMP = 128, 124, 2.0, 0.9
+
+
+def timer(device: torch.device, smoke: bool):
+    """Median seconds of a call: triton.testing.do_bench on a GPU, perf_counter in smoke mode."""
+    if not smoke:
+        from triton.testing import do_bench
+
+        return lambda fn: do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e-3
+
+    def cpu_median(fn):
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    return cpu_median
+
+
+def copy_bandwidth(device, bench, nbytes: int) -> float:
+    """Bytes/s of a device-to-device copy (read + write counted)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / bench(lambda: dst.copy_(src))
+
+
+def gpu_backends() -> list[str]:
+    return [b for b in ("triton", "cuda") if b in bf.available_backends()]
+
+
+def step_rows(device, bench, n: int, dtype, guided: bool, compile_ok: bool) -> list[dict]:
+    sched = bf.BernoulliSchedule(T, "cos")
+    b = n // (L * C)
+    gen = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(b, L, C, device=device, generator=gen).to(dtype)
+    uncond = torch.randn(b, L, C, device=device, generator=gen).to(dtype) if guided else None
+    bits = torch.rand(b, L, C, device=device, generator=gen) < 0.5
+    xt = bf.pack_bits(bits)
+    g = GUIDANCE if guided else 0.0
+    moved = n * logits.element_size() * (2 if guided else 1) + 2 * xt.numel()
+    rows = []
+    for be in gpu_backends():
+        fn = lambda be=be: bf.sample_step(logits, xt, T_STEP, T_PREV, sched, seed=1, offset=0, temperature=TEMP,  # noqa: E731
+                                          guidance=g, uncond_logits=uncond, backend=be)
+        rows.append(dict(impl=be, seconds=bench(fn), bytes=moved))
+    k, bb, beta = (x.to(device) for x in bl.official_tables(sched))
+    xf = bits.float()
+    official = lambda: bl.official_step(logits, uncond, xf, T_STEP, T_PREV, k, bb, beta, TEMP,  # noqa: E731
+                                        GUIDANCE if guided else None)
+    rows.append(dict(impl="official eager", seconds=bench(official), bytes=moved))
+    if compile_ok:
+        compiled = torch.compile(bl.official_step, dynamic=True)
+        fn = lambda: compiled(logits, uncond, xf, T_STEP, T_PREV, k, bb, beta, TEMP, GUIDANCE if guided else None)  # noqa: E731
+        rows.append(dict(impl="torch.compile(official)", seconds=bench(fn), bytes=moved))
+    return rows
+
+
+def noise_rows(device, bench, n: int) -> list[dict]:
+    sched = bf.BernoulliSchedule(T, "cos")
+    b = n // (L * C)
+    x0 = bf.pack_bits(torch.rand(b, L, C, device=device) < 0.5)
+    t = torch.randint(1, T + 1, (b,), device=device)
+    rows = []
+    for be in gpu_backends():
+        rows.append(dict(impl=be, seconds=bench(lambda be=be: bf.bernoulli_noise(x0, t, sched, C, seed=1, backend=be)),
+                         bytes=2 * x0.numel()))
+        rows.append(dict(impl=f"{be} bare Philox", seconds=bench(
+            lambda be=be: bf.philox_uniform(1, 0, n, device=device, backend=be)), bytes=4 * n))
+    return rows
+
+
+def pack_rows(device, bench, n: int) -> list[dict]:
+    bits = (torch.rand(n // C, C, device=device) < 0.5).to(torch.uint8)
+    packed = bf.pack_bits(bits)
+    rows = []
+    for be in gpu_backends():
+        rows.append(dict(impl=f"{be} pack u8", seconds=bench(lambda be=be: bf.pack_bits(bits, backend=be)),
+                         bytes=n + n // 8))
+        for dt in (torch.bfloat16, torch.float32):
+            rows.append(dict(impl=f"{be} unpack {str(dt)[6:]}", bytes=n // 8 + n * dt.itemsize,
+                             seconds=bench(lambda be=be, dt=dt: bf.unpack_bits(packed, C, dt, backend=be))))
+    return rows
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    bench = timer(device, args.smoke)
+    sizes = [2**14] if args.smoke else [2**24, 2**26]
+    copy = copy_bandwidth(device, bench, 2**20 if args.smoke else 2**30)
+    result = dict(machine=dict(
+        device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        torch=torch.__version__, cuda=torch.version.cuda, triton=_triton_version(), bldm_fast=bf.__version__,
+        python=platform.python_version()), copy_bytes_per_s=copy, cases=[])
+    for n in sizes:
+        for dtype in (torch.float32, torch.bfloat16):
+            for guided in (False, True):
+                name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
+                result["cases"].append(dict(case=name, rows=step_rows(device, bench, n, dtype, guided, not args.no_compile)))
+        result["cases"].append(dict(case=f"noise N={n:,}", rows=noise_rows(device, bench, n)))
+        result["cases"].append(dict(case=f"pack/unpack N={n:,}", rows=pack_rows(device, bench, n)))
+    for case in result["cases"]:
+        for row in case["rows"]:
+            row["share_of_copy"] = row["bytes"] / row["seconds"] / copy
+    return result
+
+
+def _triton_version():
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"device {m['device']}, torch {m['torch']} (CUDA {m['cuda']}), triton {m['triton']}, "
+             f"copy bandwidth {result['copy_bytes_per_s'] / 1e9:.0f} GB/s", "",
+             "| case | implementation | time (us) | GB/s | % of copy | speed-up vs eager | vs compile |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for case in result["cases"]:
+        ref = {r["impl"]: r["seconds"] for r in case["rows"]}
+        for r in case["rows"]:
+            eager, comp, sec = ref.get("official eager"), ref.get("torch.compile(official)"), r["seconds"]
+            vs_eager = f"{eager / sec:.1f}x" if eager else ""
+            vs_comp = f"{comp / sec:.2f}x" if comp else ""
+            lines.append(f"| {case['case']} | {r['impl']} | {sec * 1e6:.1f} | {r['bytes'] / sec / 1e9:.0f}"
+                         f" | {100 * r['share_of_copy']:.0f}% | {vs_eager} | {vs_comp} |")
+    return "\n".join(lines + ["", "targets (issue 3/4): " + "; ".join(targets(result))])
+
+
+def targets(result: dict) -> list[str]:
+    """The performance targets, met or missed, per GPU backend: step >= 85% of copy bandwidth and
+    >= 1.5x torch.compile; noising >= 70% of the bare Philox rate; pack/unpack >= 80% of copy."""
+    out = []
+    for case in result["cases"]:
+        rows = {r["impl"]: r for r in case["rows"]}
+        for be in gpu_backends():
+            if case["case"].startswith("step") and be in rows:
+                r, comp = rows[be], rows.get("torch.compile(official)")
+                ok = r["share_of_copy"] >= 0.85 and (comp is None or comp["seconds"] / r["seconds"] >= 1.5)
+                out.append(f"{case['case']} {be}: {'met' if ok else 'MISSED'}")
+            elif case["case"].startswith("noise") and be in rows:
+                ratio = rows[f"{be} bare Philox"]["seconds"] / rows[be]["seconds"]
+                out.append(f"{case['case']} {be}: {ratio:.2f} of Philox rate, {'met' if ratio >= 0.7 else 'MISSED'}")
+            elif case["case"].startswith("pack"):
+                for name, r in rows.items():
+                    if name.startswith(be):
+                        out.append(f"{case['case']} {name}: {'met' if r['share_of_copy'] >= 0.8 else 'MISSED'}")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_bench.json and gpu_bench.md")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the script, not the speed")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    args = p.parse_args()
+    result = run(args)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    text = table(result)
+    with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
