@@ -41,7 +41,7 @@ def native_extensions():
                         + glob.glob(os.path.join(ROOT, "kernels", "cuda", "*.cpp")))
     with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None and cuda_sources
                  and os.environ.get("BLDM_FAST_NO_CUDA") != "1")
-    include_dirs = [os.path.join(ROOT, "kernels", "include")]
+    include_dirs = [os.path.join(ROOT, "kernels", "include"), os.path.join(ROOT, "kernels")]
     kwargs = dict(name="bldm_fast._C", include_dirs=include_dirs, extra_link_args=["-fopenmp"])
     if with_cuda:
         ext = CUDAExtension(sources=sources + cuda_sources, define_macros=[("BLDM_FAST_WITH_CUDA", "1")],

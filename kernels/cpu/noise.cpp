@@ -5,7 +5,7 @@
 #include <tuple>
 
 #include "bits_cpu.h"
-#include "checks.h"
+#include "op_checks.h"
 #include "cpu_utils.h"
 #include "philox_cpu.h"
 
@@ -25,23 +25,10 @@ void noise_run(const uint8_t* __restrict x0, const float* __restrict u, int64_t 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
     const at::Tensor& x0_packed, const at::Tensor& thresholds, int64_t channels, int64_t seed,
     int64_t offset, std::optional<at::ScalarType> out_dtype, bool return_flip) {
-  const char* op = "bernoulli_noise";
-  TORCH_CHECK_VALUE(channels >= 1, op, ": channels must be >= 1, got ", channels);
-  TORCH_CHECK_VALUE(x0_packed.dim() >= 2, op, ": x0_packed must be (B, ..., ceil(C/8)), got shape ",
-                    x0_packed.sizes());
-  check_packed(x0_packed, op, "x0_packed", leading_dims(x0_packed), channels);
-  const int64_t batch = x0_packed.size(0);
-  check_cpu(thresholds, op, "thresholds");
-  TORCH_CHECK_TYPE(thresholds.scalar_type() == at::kFloat, op, ": thresholds must be float32");
-  TORCH_CHECK_VALUE(thresholds.sizes() == at::IntArrayRef({batch, 2}), op,
-                    ": thresholds must have shape (B, 2) = (", batch, ", 2), got ", thresholds.sizes());
-
-  const int64_t nb = packed_size(channels);
-  const auto leading = leading_dims(x0_packed);
-  at::Tensor packed = at::empty_like(x0_packed, at::MemoryFormat::Contiguous);
-  at::Tensor unpacked = out_dtype ? at::empty(with_last(leading, channels), x0_packed.options().dtype(*out_dtype))
-                                  : at::empty({0}, x0_packed.options());
-  at::Tensor flip = return_flip ? at::empty_like(packed) : at::empty({0}, x0_packed.options());
+  check_noise_inputs(x0_packed, thresholds, channels, at::kCPU);
+  const int64_t nb = packed_size(channels), batch = x0_packed.size(0);
+  at::Tensor packed, unpacked, flip;
+  std::tie(packed, unpacked, flip) = noise_outputs(x0_packed, channels, out_dtype, return_flip);
   const int64_t rows = x0_packed.numel() / nb;
   if (rows == 0) return {packed, unpacked, flip};
   const int64_t rows_per_sample = rows / batch;

@@ -5,20 +5,15 @@
 #include <atomic>
 
 #include "bits_cpu.h"
-#include "checks.h"
+#include "op_checks.h"
 #include "cpu_utils.h"
 
 namespace bldm_fast::cpu {
 namespace {
 
 at::Tensor pack_bits(const at::Tensor& bits) {
-  check_cpu(bits, "pack_bits", "bits");
-  TORCH_CHECK_VALUE(bits.dim() >= 1 && bits.size(-1) >= 1,
-                    "pack_bits: bits must have a last (channel) dimension of size >= 1, got shape ",
-                    bits.sizes());
+  check_pack_inputs(bits, at::kCPU);
   const auto dt = bits.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kBool || dt == at::kByte || at::isFloatingType(dt),
-                   "pack_bits: bits must be bool, uint8 or floating point, got ", dt);
   const int64_t channels = bits.size(-1), nb = packed_size(channels);
   at::Tensor out = at::empty(with_last(leading_dims(bits), nb), bits.options().dtype(at::kByte));
   const int64_t rows = bits.numel() / channels;
@@ -54,11 +49,7 @@ at::Tensor pack_bits(const at::Tensor& bits) {
 }
 
 at::Tensor unpack_bits(const at::Tensor& packed, int64_t channels, at::ScalarType dtype) {
-  TORCH_CHECK_VALUE(channels >= 1, "unpack_bits: channels must be >= 1, got ", channels);
-  TORCH_CHECK_VALUE(packed.dim() >= 1, "unpack_bits: packed must have a last (byte) dimension");
-  check_packed(packed, "unpack_bits", "packed", leading_dims(packed), channels);
-  TORCH_CHECK_TYPE(dtype == at::kBool || dtype == at::kByte || at::isFloatingType(dtype),
-                   "unpack_bits: dtype must be bool, uint8 or floating point, got ", dtype);
+  check_unpack_inputs(packed, channels, dtype, at::kCPU);
   const int64_t nb = packed_size(channels);
   at::Tensor out = at::empty(with_last(leading_dims(packed), channels), packed.options().dtype(dtype));
   const int64_t rows = packed.numel() / nb;

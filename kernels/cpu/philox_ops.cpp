@@ -2,7 +2,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "op_checks.h"
 #include "cpu_utils.h"
 #include "philox_cpu.h"
 
@@ -10,11 +10,8 @@ namespace bldm_fast::cpu {
 namespace {
 
 void philox_fill(at::Tensor& out, int64_t seed, int64_t offset) {
-  check_cpu(out, "philox_fill_", "out");
-  TORCH_CHECK_VALUE(out.is_contiguous(), "philox_fill_: out must be contiguous");
+  check_philox_out(out, at::kCPU);
   const auto dt = out.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kLong,
-                   "philox_fill_: out must be float32 (uniforms) or int64 (words), got ", dt);
   // seed and offset travel as int64 bit patterns of their uint64 values.
   const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
   const int64_t n = out.numel();

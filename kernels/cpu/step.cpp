@@ -3,12 +3,11 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <cmath>
 #include <tuple>
 
 #include "bits_cpu.h"
 #include "bldm_fast/step_math.h"
-#include "checks.h"
+#include "op_checks.h"
 #include "cpu_utils.h"
 #include "philox_cpu.h"
 
@@ -75,45 +74,14 @@ bool final_bits_run(const float* __restrict l, const uint8_t* __restrict xt, int
   return nan != 0;
 }
 
-void check_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
-                  const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known,
-                  double inv_temp) {
-  const char* op = "sample_step";
-  check_cpu(logits, op, "logits");
-  const auto dt = logits.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
-                   ": logits must be float32, float16 or bfloat16, got ", dt);
-  TORCH_CHECK_VALUE(logits.dim() >= 1 && logits.size(-1) >= 1, op,
-                    ": logits must have a last (channel) dimension of size >= 1, got shape ", logits.sizes());
-  if (uncond) {
-    check_cpu(*uncond, op, "uncond_logits");
-    TORCH_CHECK_TYPE(uncond->scalar_type() == dt, op, ": uncond_logits must have the dtype of logits (", dt,
-                     "), got ", uncond->scalar_type());
-    TORCH_CHECK_VALUE(uncond->sizes() == logits.sizes(), op, ": uncond_logits must have the shape of logits ",
-                      logits.sizes(), ", got ", uncond->sizes());
-  }
-  const auto leading = leading_dims(logits);
-  check_packed(xt_packed, op, "xt_packed", leading, logits.size(-1));
-  TORCH_CHECK_VALUE(mask.has_value() == known.has_value(), op, ": mask and known must be given together");
-  if (mask) {
-    check_packed(*mask, op, "mask", leading, logits.size(-1));
-    check_packed(*known, op, "known", leading, logits.size(-1));
-  }
-  TORCH_CHECK_VALUE(std::isfinite(inv_temp) && inv_temp > 0, op, ": inv_temp must be finite and > 0, got ",
-                    inv_temp);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
     const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
     const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g, double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip,
     int64_t seed, int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
-  check_inputs(logits, uncond, xt_packed, mask, known, inv_temp);
+  check_step_inputs(logits, uncond, xt_packed, mask, known, inv_temp, at::kCPU);
   const int64_t channels = logits.size(-1), nb = packed_size(channels);
-  const auto leading = leading_dims(logits);
-  const auto opts = xt_packed.options();
-  at::Tensor packed = at::empty(with_last(leading, nb), opts);
-  at::Tensor probs = return_probs ? at::empty(logits.sizes(), opts.dtype(at::kFloat)) : at::empty({0}, opts);
-  at::Tensor unpacked = out_dtype ? at::empty(logits.sizes(), opts.dtype(*out_dtype)) : at::empty({0}, opts);
+  at::Tensor packed, probs, unpacked;
+  std::tie(packed, probs, unpacked) = step_outputs(logits, xt_packed, return_probs, out_dtype);
   const int64_t rows = logits.numel() / channels;
   if (rows == 0) return {packed, probs, unpacked};
 
@@ -160,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
     pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
     if (out_dtype) store_ones(bit, n, unpacked, i0);
   });
-  TORCH_CHECK_VALUE(!nan, "sample_step: logits contain NaN (or guidance combined infinite logits into NaN)");
+  TORCH_CHECK_VALUE(!nan, kNanMessage);
   return {packed, probs, unpacked};
 }
 

@@ -23,7 +23,7 @@ BLDM_HD PhiloxWords philox4x32_10(uint64_t seed, uint64_t n) {
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
 #if defined(__CUDA_ARCH__)
 #pragma unroll
-#elif defined(__GNUC__) && !defined(__clang__)
+#elif defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #pragma GCC unroll 10
 #endif
   for (int r = 0; r < kPhiloxRounds; ++r) {
