@@ -21,7 +21,7 @@ CPU_ARCH = os.environ.get("BLDM_FAST_CPU_ARCH", "native")
 # -ffp-contract=off: no fused multiply-add, so every backend rounds the step math identically.
 # -fno-trapping-math: lets gcc if-convert the step's selects into vector blends (without it the
 # AVX2 build of the step stays scalar, 9x slower); it changes no result, only FP-exception flags.
-CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 CXX_FLAGS += [] if CPU_ARCH == "none" else [f"-march={CPU_ARCH}"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false"]
 
@@ -51,5 +51,6 @@ def native_extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = native_extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # also under pip: setuptools runs this file as __main__
+    ext_modules, cmdclass = native_extensions()
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

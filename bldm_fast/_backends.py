@@ -34,21 +34,28 @@ def triton_available() -> bool:
     return _HAS_TRITON and (torch.cuda.is_available() or triton_interpreting())
 
 
+def cuda_available() -> bool:
+    """Whether the CUDA backend can run: a GPU, and bldm_fast._C built with the CUDA kernels."""
+    return (native_available() and torch.cuda.is_available()
+            and torch._C._dispatch_has_kernel_for_dispatch_key("bldm_fast::sample_step", "CUDA"))
+
+
 _MISSING = {
     "cpu": "the C++ extension bldm_fast._C is not built (pip install --no-build-isolation -e . builds it)",
     "triton": "it needs the triton package and a CUDA GPU (or TRITON_INTERPRET=1 to run it on CPU tensors)",
-    "cuda": "the CUDA backend is not part of this release yet",
+    "cuda": "it needs a CUDA GPU and bldm_fast._C built where torch has CUDA (setup.py then compiles kernels/cuda)",
 }
 
 
 def available_backends() -> list[str]:
     """The backends this install can run, e.g. ``["reference", "cpu", "triton"]``."""
     return (["reference"] + (["cpu"] if native_available() else [])
-            + (["triton"] if triton_available() else []))
+            + (["triton"] if triton_available() else []) + (["cuda"] if cuda_available() else []))
 
 
 def fused_ops(backend: str):
-    """The ``torch.ops`` namespace of a fused backend's ops; both share one schema per op."""
+    """The ``torch.ops`` namespace of a fused backend's ops (``cpu`` and ``cuda`` share the native
+    ops, dispatched on the device); all share one schema per op."""
     if backend == "triton":
         from .triton_backend import ops  # noqa: F401  (registers torch.ops.bldm_fast_triton.*)
 
@@ -60,8 +67,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend an op on tensors of ``device`` runs on.
 
     ``"auto"`` (overridden by the ``BLDM_FAST_BACKEND`` environment variable) picks the C++
-    extension for CPU tensors when it is built and Triton for CUDA tensors when it is available,
-    else the reference.
+    extension for CPU tensors when it is built, for CUDA tensors the CUDA kernels when built, else
+    Triton when available, else the reference.
 
     Raises:
         ValueError: ``backend`` is not a known name, or names a backend for another device.
@@ -75,6 +82,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise RuntimeError(f"backend {backend!r} is not available: {_MISSING[backend]}")
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
+    if backend == "cuda" and device.type != "cuda":
+        raise ValueError(f"backend 'cuda' runs on CUDA tensors, got tensors on {device}")
     if backend == "triton" and device.type != ("cpu" if triton_interpreting() else "cuda"):
         raise ValueError(f"backend 'triton' runs on {'CPU tensors (interpreter)' if triton_interpreting() else 'CUDA tensors'}, "
                          f"got tensors on {device}")
@@ -84,6 +93,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def _auto(device: torch.device) -> str:
     if device.type == "cpu" and native_available():
         return "cpu"
+    if device.type == "cuda" and cuda_available():
+        return "cuda"
     if device.type == "cuda" and triton_available():
         return "triton"
     return "reference"

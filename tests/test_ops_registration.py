@@ -1,5 +1,5 @@
 """The fused ops are proper torch.library ops: schemas and fake implementations agree with the
-kernels (torch.library.opcheck), for the native ops (torch.ops.bldm_fast) and the Triton ops
+kernels (torch.library.opcheck), for the native ops (torch.ops.bldm_fast, CPU and CUDA) and the Triton ops
 (torch.ops.bldm_fast_triton), and the public functions trace under torch.compile(fullgraph=True)."""
 
 import pytest
@@ -10,7 +10,7 @@ from bf_testutil import device_for, require_backend
 from bldm_fast._backends import fused_ops
 
 OPCHECK_TESTS = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-FUSED = ["cpu", "triton"]
+FUSED = ["cpu", "triton", "cuda"]
 
 
 @pytest.fixture(params=FUSED, ids=[f"backend={b}" for b in FUSED])

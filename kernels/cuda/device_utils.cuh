@@ -1,0 +1,101 @@
+// Device helpers shared by the CUDA kernels: grid sizing, typed loads/stores and the words of the
+// Philox stream for one packed byte's eight elements.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "bldm_fast/philox.h"
+#include "launchers.h"
+
+namespace bldm_fast::cuda {
+
+constexpr int kThreads = 256;
+
+// Multiprocessors of the current device, read once per device.
+inline int sm_count() {
+  static int counts[64] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < 0 || device >= 64) return 132;
+  if (counts[device] == 0) cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device);
+  return counts[device] > 0 ? counts[device] : 132;
+}
+
+// Blocks for a grid-stride loop over n items: enough to fill every SM 16 blocks deep, no more
+// (the loop covers the rest).
+inline int grid_blocks(int64_t n) {
+  const int64_t want = (n + kThreads - 1) / kThreads;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * 16;
+  return static_cast<int>(want < 1 ? 1 : (want < cap ? want : cap));
+}
+
+__device__ __forceinline__ float load_float(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
+    case DType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::kF64: return static_cast<float>(static_cast<const double*>(p)[i]);
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    default: return static_cast<float>(static_cast<const uint8_t*>(p)[i]);
+  }
+}
+
+// out[i] = bit (0/1) in dtype dt.
+__device__ __forceinline__ void store_bit(void* p, DType dt, int64_t i, bool bit) {
+  switch (dt) {
+    case DType::kF16: static_cast<__half*>(p)[i] = __float2half(bit ? 1.0f : 0.0f); break;
+    case DType::kBF16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(bit ? 1.0f : 0.0f); break;
+    case DType::kF32: static_cast<float*>(p)[i] = bit ? 1.0f : 0.0f; break;
+    case DType::kF64: static_cast<double*>(p)[i] = bit ? 1.0 : 0.0; break;
+    default: static_cast<uint8_t*>(p)[i] = bit; break;
+  }
+}
+
+// Packed byte g of rows of `channels` bits (nb bytes a row): its row, first element and bit count.
+struct ByteSpan {
+  int64_t row, i0;
+  int nbits;
+};
+
+__device__ __forceinline__ ByteSpan byte_span(int64_t g, int64_t nb, int64_t channels) {
+  const int64_t row = g / nb, k = g - row * nb, left = channels - 8 * k;
+  return ByteSpan{row, row * channels + 8 * k, left < 8 ? static_cast<int>(left) : 8};
+}
+
+// The Philox words of elements i0 .. i0+7 (i0 = first element of a packed byte): word(j) is
+// element i0 + j's, w[s + j] with s = i0 % 4. Two counters when the byte starts on a counter
+// (C % 4 == 0), three otherwise. word(j) selects among static indices (j is unrolled), so w stays
+// in registers: indexing w[s + j] directly put it on the stack (96 bytes a thread in ptxas -v).
+struct ByteWords {
+  uint32_t w[12];
+  int s;
+
+  __device__ __forceinline__ uint32_t word(int j) const {
+    return s == 0 ? w[j] : s == 1 ? w[j + 1] : s == 2 ? w[j + 2] : w[j + 3];
+  }
+};
+
+__device__ __forceinline__ ByteWords byte_words(uint64_t seed, uint64_t offset, int64_t i0, int nbits) {
+  ByteWords out;
+  out.s = static_cast<int>(i0 & 3);
+  const uint64_t n0 = offset + static_cast<uint64_t>(i0 >> 2);
+  const int counters = (out.s + nbits + 3) / 4;
+#pragma unroll
+  for (int c = 0; c < 3; ++c) {
+    if (c < counters) {
+      const PhiloxWords p = philox4x32_10(seed, n0 + c);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) out.w[4 * c + k] = p.w[k];
+    }
+  }
+  return out;
+}
+
+// Grid-stride loop over packed bytes g: row = g / nb, first channel 8 * (g % nb).
+#define BLDM_FOR_EACH_BYTE(g, n_bytes)                                                          \
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < (n_bytes); \
+       g += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+}  // namespace bldm_fast::cuda

@@ -1,0 +1,61 @@
+// Host entry points of the CUDA kernels: raw pointers, sizes and a stream, no torch headers, so
+// every .cu file compiles with nvcc alone (CI compiles them for sm_90 without a GPU). Each
+// returns the launch's cudaError_t; kernels/cuda/ops_cuda.cpp is the torch-facing binding.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "bldm_fast/step_math.h"
+
+namespace bldm_fast::cuda {
+
+// Element types the kernels read or write.
+enum class DType : int { kBool, kU8, kF16, kBF16, kF32, kF64 };
+
+// bits: rows x channels of `dtype` (nonzero = 1); packed: rows x ceil(channels/8). For floating
+// dtypes `bad` (device int, zeroed by the caller) is set to 1 when a value is neither 0 nor 1.
+cudaError_t pack_bits(const void* bits, DType dtype, int64_t rows, int64_t channels, uint8_t* packed, int* bad,
+                      cudaStream_t stream);
+
+// packed: rows x ceil(channels/8) -> out: rows x channels 0/1 of `dtype`.
+cudaError_t unpack_bits(const uint8_t* packed, int64_t rows, int64_t channels, void* out, DType dtype,
+                        cudaStream_t stream);
+
+// out: n float32 uniforms (uniform = true) or n int64 words of the stream (seed, offset).
+cudaError_t philox_fill(void* out, bool uniform, int64_t n, uint64_t seed, uint64_t offset, cudaStream_t stream);
+
+struct NoiseArgs {
+  const uint8_t* x0;        // rows x ceil(C/8)
+  const float* thresholds;  // batch x 2: [thr1, thr0]
+  int64_t rows, rows_per_sample, channels;
+  uint64_t seed, offset;
+  uint8_t* packed;     // rows x ceil(C/8)
+  void* unpacked;      // rows x C of unpacked_dtype, or null
+  DType unpacked_dtype;
+  uint8_t* flip;       // rows x ceil(C/8), or null
+};
+cudaError_t bernoulli_noise(const NoiseArgs& args, cudaStream_t stream);
+
+struct StepArgs {
+  const void* logits;  // rows x C of logits_dtype (kF32, kF16 or kBF16)
+  const void* uncond;  // the same, or null (no guidance)
+  DType logits_dtype;
+  const uint8_t* xt;   // rows x ceil(C/8)
+  const uint8_t* mask;   // rows x ceil(C/8), or null
+  const uint8_t* known;  // rows x ceil(C/8), or null
+  int64_t rows, channels;
+  float inv_temp, g;
+  StepConstants constants;
+  bool final_step, predict_flip;
+  uint64_t seed, offset;
+  uint8_t* packed;  // rows x ceil(C/8)
+  float* probs;     // rows x C, or null
+  void* unpacked;   // rows x C of unpacked_dtype, or null
+  DType unpacked_dtype;
+  int* nan_flag;    // device int, zeroed by the caller; set to 1 when a (guided) logit is NaN
+};
+cudaError_t sample_step(const StepArgs& args, cudaStream_t stream);
+
+}  // namespace bldm_fast::cuda

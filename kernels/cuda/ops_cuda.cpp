@@ -1,0 +1,148 @@
+// The CUDA dispatch of the torch.library ops (schemas in kernels/ops.cpp): input checks shared
+// with the CPU kernels (op_checks.h), output allocation, then the raw launchers of launchers.h on
+// the current stream. Every launch's error is checked; the NaN / non-0-1 flags are read back
+// (one sync) so bad input raises before the op returns. Built only where torch has CUDA.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "cuda/launchers.h"
+#include "op_checks.h"
+
+namespace bldm_fast::cuda {
+namespace {
+
+DType to_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kBool: return DType::kBool;
+    case at::kByte: return DType::kU8;
+    case at::kHalf: return DType::kF16;
+    case at::kBFloat16: return DType::kBF16;
+    case at::kFloat: return DType::kF32;
+    case at::kDouble: return DType::kF64;
+    default: TORCH_CHECK_TYPE(false, "bldm_fast CUDA kernels do not handle dtype ", t);
+  }
+}
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+at::Tensor pack_bits_op(const at::Tensor& bits) {
+  check_pack_inputs(bits, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(bits.device());
+  const int64_t channels = bits.size(-1);
+  at::Tensor out = at::empty(with_last(leading_dims(bits), packed_size(channels)), bits.options().dtype(at::kByte));
+  const at::Tensor x = bits.contiguous();
+  at::Tensor bad = at::zeros({1}, bits.options().dtype(at::kInt));
+  check_launch(cuda::pack_bits(x.data_ptr(), to_dtype(x.scalar_type()), x.numel() / channels, channels,
+                               out.data_ptr<uint8_t>(), bad.data_ptr<int>(), stream()),
+               "pack_bits");
+  TORCH_CHECK_VALUE(!x.is_floating_point() || bad.item<int>() == 0,
+                    "pack_bits: bits must hold only 0 or 1, found another value");
+  return out;
+}
+
+at::Tensor unpack_bits_op(const at::Tensor& packed, int64_t channels, at::ScalarType dtype) {
+  check_unpack_inputs(packed, channels, dtype, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(packed.device());
+  at::Tensor out = at::empty(with_last(leading_dims(packed), channels), packed.options().dtype(dtype));
+  const at::Tensor p = packed.contiguous();
+  check_launch(cuda::unpack_bits(p.data_ptr<uint8_t>(), p.numel() / packed_size(channels), channels,
+                                 out.data_ptr(), to_dtype(dtype), stream()),
+               "unpack_bits");
+  return out;
+}
+
+void philox_fill_op(at::Tensor& out, int64_t seed, int64_t offset) {
+  check_philox_out(out, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(out.device());
+  check_launch(cuda::philox_fill(out.data_ptr(), out.scalar_type() == at::kFloat, out.numel(),
+                                 static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), stream()),
+               "philox_fill_");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise_op(const at::Tensor& x0_packed,
+                                                               const at::Tensor& thresholds, int64_t channels,
+                                                               int64_t seed, int64_t offset,
+                                                               std::optional<at::ScalarType> out_dtype,
+                                                               bool return_flip) {
+  check_noise_inputs(x0_packed, thresholds, channels, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(x0_packed.device());
+  at::Tensor packed, unpacked, flip;
+  std::tie(packed, unpacked, flip) = noise_outputs(x0_packed, channels, out_dtype, return_flip);
+  const at::Tensor x0 = x0_packed.contiguous();
+  const at::Tensor thr = thresholds.contiguous();
+  const int64_t rows = x0.numel() / packed_size(channels);
+  NoiseArgs a{};
+  a.x0 = x0.data_ptr<uint8_t>();
+  a.thresholds = thr.data_ptr<float>();
+  a.rows = rows;
+  a.rows_per_sample = x0.size(0) > 0 ? rows / x0.size(0) : 1;
+  a.channels = channels;
+  a.seed = static_cast<uint64_t>(seed);
+  a.offset = static_cast<uint64_t>(offset);
+  a.packed = packed.data_ptr<uint8_t>();
+  a.unpacked = out_dtype ? unpacked.data_ptr() : nullptr;
+  a.unpacked_dtype = out_dtype ? to_dtype(*out_dtype) : DType::kU8;
+  a.flip = return_flip ? flip.data_ptr<uint8_t>() : nullptr;
+  check_launch(cuda::bernoulli_noise(a, stream()), "bernoulli_noise");
+  return {packed, unpacked, flip};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step_op(
+    const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
+    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g,
+    double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip, int64_t seed,
+    int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
+  check_step_inputs(logits, uncond, xt_packed, mask, known, inv_temp, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  at::Tensor packed, probs, unpacked;
+  std::tie(packed, probs, unpacked) = step_outputs(logits, xt_packed, return_probs, out_dtype);
+  const at::Tensor lc = logits.contiguous();
+  const at::Tensor uc = uncond ? uncond->contiguous() : at::Tensor();
+  const at::Tensor xc = xt_packed.contiguous();
+  const at::Tensor mc = mask ? mask->contiguous() : at::Tensor();
+  const at::Tensor kc = known ? known->contiguous() : at::Tensor();
+  at::Tensor nan = at::zeros({1}, logits.options().dtype(at::kInt));
+  StepArgs a{};
+  a.logits = lc.data_ptr();
+  a.uncond = uncond ? uc.data_ptr() : nullptr;
+  a.logits_dtype = to_dtype(lc.scalar_type());
+  a.xt = xc.data_ptr<uint8_t>();
+  a.mask = mask ? mc.data_ptr<uint8_t>() : nullptr;
+  a.known = known ? kc.data_ptr<uint8_t>() : nullptr;
+  a.channels = logits.size(-1);
+  a.rows = logits.numel() / a.channels;
+  a.inv_temp = static_cast<float>(inv_temp);
+  a.g = static_cast<float>(g);
+  a.constants = StepConstants{static_cast<float>(k_prev), static_cast<float>(b_prev), static_cast<float>(qh),
+                              static_cast<float>(ql)};
+  a.final_step = final_step;
+  a.predict_flip = predict_flip;
+  a.seed = static_cast<uint64_t>(seed);
+  a.offset = static_cast<uint64_t>(offset);
+  a.packed = packed.data_ptr<uint8_t>();
+  a.probs = return_probs ? probs.data_ptr<float>() : nullptr;
+  a.unpacked = out_dtype ? unpacked.data_ptr() : nullptr;
+  a.unpacked_dtype = out_dtype ? to_dtype(*out_dtype) : DType::kU8;
+  a.nan_flag = nan.data_ptr<int>();
+  check_launch(cuda::sample_step(a, stream()), "sample_step");
+  TORCH_CHECK_VALUE(nan.item<int>() == 0, kNanMessage);
+  return {packed, probs, unpacked};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(bldm_fast, CUDA, m) {
+  m.impl("pack_bits", &pack_bits_op);
+  m.impl("unpack_bits", &unpack_bits_op);
+  m.impl("philox_fill_", &philox_fill_op);
+  m.impl("bernoulli_noise", &bernoulli_noise_op);
+  m.impl("sample_step", &sample_step_op);
+}
+
+}  // namespace bldm_fast::cuda

@@ -1,0 +1,111 @@
+// sample_step: one thread per packed byte of x_t; the step math of bldm_fast/step_math.h (the
+// same functions as the CPU kernels, compiled with --fmad=false). Logits of a byte are read with
+// 16-byte loads where the byte holds 8 aligned channels.
+#include <cstdint>
+
+#include "bldm_fast/packing.h"
+#include "bldm_fast/step_math.h"
+#include "device_utils.cuh"
+
+namespace bldm_fast::cuda {
+namespace {
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// v[j] = p[i0 + j] as float for j < nbits (0 beyond).
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, int64_t i0, int nbits, float* v) {
+  const T* q = p + i0;
+  if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
+    if constexpr (sizeof(T) == 4) {
+      const float4 a = reinterpret_cast<const float4*>(q)[0], b = reinterpret_cast<const float4*>(q)[1];
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+      const uint4 raw = *reinterpret_cast<const uint4*>(q);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = j < nbits ? to_f(q[j]) : 0.0f;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a) {
+  const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
+  const T* cond = static_cast<const T*>(a.logits);
+  const T* uncond = static_cast<const T*>(a.uncond);
+  int nan = 0;
+  BLDM_FOR_EACH_BYTE(g, n_bytes) {
+    const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
+    float l[8];
+    load8(cond, i0, nbits, l);
+    if (uncond) {
+      float u[8];
+      load8(uncond, i0, nbits, u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], u[j], a.inv_temp, a.g);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], a.inv_temp);
+    }
+    const uint8_t xb = a.xt[g];
+    ByteWords w{};
+    if (!a.final_step) w = byte_words(a.seed, a.offset, i0, nbits);
+    float prob[8];
+    uint8_t out = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j < nbits) {
+        const bool x = (xb >> j) & 1;
+        const P0Pair p = p0_pair(l[j], x, a.predict_flip);
+        bool bit;
+        if (a.final_step) {
+          prob[j] = p.p0;
+          bit = final_bit(l[j], x, a.predict_flip);
+        } else {
+          prob[j] = posterior(p, x, a.constants);
+          bit = word_to_uniform(w.word(j)) < prob[j];
+        }
+        out |= static_cast<uint8_t>(bit << j);
+        nan |= l[j] != l[j];
+      }
+    }
+    if (a.mask) {
+      const uint8_t m = a.mask[g];
+      out = static_cast<uint8_t>(((out & ~m) | (a.known[g] & m)) & ((1u << nbits) - 1));
+    }
+    a.packed[g] = out;
+    if (a.probs) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j < nbits) a.probs[i0 + j] = prob[j];
+      }
+    }
+    if (a.unpacked) {
+      for (int j = 0; j < nbits; ++j) store_bit(a.unpacked, a.unpacked_dtype, i0 + j, (out >> j) & 1);
+    }
+  }
+  if (nan) atomicOr(a.nan_flag, 1);
+}
+
+}  // namespace
+
+cudaError_t sample_step(const StepArgs& args, cudaStream_t stream) {
+  const int64_t n_bytes = args.rows * packed_size(args.channels);
+  if (n_bytes == 0) return cudaSuccess;
+  const int blocks = grid_blocks(n_bytes);
+  switch (args.logits_dtype) {
+    case DType::kF16: step_kernel<__half><<<blocks, kThreads, 0, stream>>>(args); break;
+    case DType::kBF16: step_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(args); break;
+    case DType::kF32: step_kernel<float><<<blocks, kThreads, 0, stream>>>(args); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace bldm_fast::cuda
