@@ -4,7 +4,7 @@ Contracts (math, bit layout, random stream, public names): docs/DESIGN.md.
 """
 
 from ._backends import available_backends, native_available
-from .ops import bernoulli_noise, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
+from .ops import bernoulli_noise, flip_bce_loss, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
 from .rng import PhiloxGenerator
 from .schedule import BernoulliSchedule
 
@@ -20,6 +20,7 @@ __all__ = [
     "PhiloxGenerator",
     "available_backends",
     "bernoulli_noise",
+    "flip_bce_loss",
     "native_available",
     "pack_bits",
     "philox_uniform",

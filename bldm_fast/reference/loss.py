@@ -1,0 +1,16 @@
+"""The flip-BCE training loss in plain PyTorch (autograd gives its gradient)."""
+
+import torch
+import torch.nn.functional as F
+
+from .packing import unpack_bits
+
+
+def flip_bce_loss(logits, target_packed, pos_weight, neg_weight):
+    """``sum_i w_i * BCEWithLogits(l_i, y_i)`` with ``w_i = pos_weight[b]`` where ``y_i = 1`` and
+    ``neg_weight[b]`` where ``y_i = 0`` (``b`` the sample of element ``i``); float32 scalar."""
+    l = logits.float()
+    y = unpack_bits(target_packed, l.shape[-1], torch.float32)
+    view = (-1,) + (1,) * (l.dim() - 1)
+    w = torch.where(y > 0, pos_weight.view(view), neg_weight.view(view))
+    return F.binary_cross_entropy_with_logits(l, y, weight=w, reduction="sum")
