@@ -39,16 +39,33 @@ def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g, k_p
     )
 
 
+def _flip_bce(logits, target_packed, pos_weight, neg_weight):
+    return logits.new_empty((), dtype=torch.float32), torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
 _FAKES = {
     "pack_bits": _pack_bits,
     "unpack_bits": _unpack_bits,
     "philox_fill_": _philox_fill,
     "bernoulli_noise": _bernoulli_noise,
     "sample_step": _sample_step,
+    "flip_bce": _flip_bce,
 }
 
 
+def _flip_bce_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _flip_bce_backward(ctx, grad_loss, grad_of_grad):
+    """flip_bce returns its own gradient ``d loss / d logits``: the backward only scales it."""
+    (grad,) = ctx.saved_tensors
+    return grad * grad_loss, None, None, None
+
+
 def register_fakes(namespace: str) -> None:
-    """Register the fake implementation of every op of ``namespace`` (``bldm_fast`` or ``bldm_fast_triton``)."""
+    """Register the fake implementation of every op of ``namespace`` (``bldm_fast`` or
+    ``bldm_fast_triton``), and flip_bce's backward."""
     for name, fake in _FAKES.items():
         torch.library.register_fake(f"{namespace}::{name}", fake)
+    torch.library.register_autograd(f"{namespace}::flip_bce", _flip_bce_backward, setup_context=_flip_bce_setup)

@@ -109,6 +109,25 @@ inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::
                     inv_temp);
 }
 
+inline void check_flip_bce_inputs(const at::Tensor& logits, const at::Tensor& target_packed,
+                                  const at::Tensor& pos_weight, const at::Tensor& neg_weight, at::DeviceType type) {
+  const char* op = "flip_bce";
+  check_device(logits, op, "logits", type);
+  const auto dt = logits.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
+                   ": logits must be float32, float16 or bfloat16, got ", dt);
+  TORCH_CHECK_VALUE(logits.dim() >= 2 && logits.size(-1) >= 1, op,
+                    ": logits must be (B, ..., C) with C >= 1, got shape ", logits.sizes());
+  check_packed(target_packed, op, "target_packed", leading_dims(logits), logits.size(-1), type);
+  for (const auto* w : {&pos_weight, &neg_weight}) {
+    const char* name = w == &pos_weight ? "pos_weight" : "neg_weight";
+    check_device(*w, op, name, type);
+    TORCH_CHECK_TYPE(w->scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", w->scalar_type());
+    TORCH_CHECK_VALUE(w->sizes() == at::IntArrayRef({logits.size(0)}), op, ": ", name, " must have shape (B,) = (",
+                      logits.size(0), ",), got ", w->sizes());
+  }
+}
+
 // (packed x_t, unpacked x_t or empty, flip or empty) for bernoulli_noise.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_outputs(const at::Tensor& x0_packed, int64_t channels,
                                                                     std::optional<at::ScalarType> out_dtype,

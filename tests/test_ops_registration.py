@@ -83,3 +83,14 @@ def test_compiled_step_and_noise_match_eager(fused):
     compiled = torch.compile(step_then_noise, fullgraph=True, backend="aot_eager")
     for got, want in zip(compiled(logits, uncond, xt), step_then_noise(logits, uncond, xt)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_flip_bce(fused, dtype):
+    """Schema, fake and the registered backward (the op returns its own gradient)."""
+    _, ops, dev = fused
+    logits = torch.randn(3, 5, 21, device=dev).to(dtype).requires_grad_(True)
+    target = bf.pack_bits(_bits(3, 5, 21, device=dev))
+    w1, w0 = torch.rand(3, device=dev), torch.rand(3, device=dev)
+    torch.library.opcheck(ops.flip_bce.default, (logits, target, w1, w0),
+                          test_utils=(*OPCHECK_TESTS, "test_autograd_registration"))

@@ -2,7 +2,7 @@
 
 import torch
 
-from .._backends import resolve_backend
+from .._backends import fused_ops, resolve_backend
 from .._checks import LOGIT_DTYPES, check_packed, check_same_device, check_tensor
 from ..reference import loss as ref
 
@@ -32,7 +32,8 @@ def flip_bce_loss(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight:
         pos_weight, neg_weight: float32 ``(B,)`` per-sample weights of 1-targets and 0-targets.
 
     Returns:
-        float32 scalar, differentiable with respect to ``logits``.
+        float32 scalar, differentiable with respect to ``logits``. The fused backends compute the
+        gradient in the same pass as the loss (one read of the logits) and keep it for backward.
 
     Raises:
         TypeError: wrong dtypes. ValueError: shapes or devices that do not match.
@@ -50,4 +51,6 @@ def flip_bce_loss(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight:
     for w, name in ((pos_weight, "pos_weight"), (neg_weight, "neg_weight")):
         _check_weight(w, name, logits.shape[0], logits.device)
     backend = resolve_backend(backend, logits.device)
-    return ref.flip_bce_loss(logits, target_packed, pos_weight, neg_weight)
+    if backend == "reference":
+        return ref.flip_bce_loss(logits, target_packed, pos_weight, neg_weight)
+    return fused_ops(backend).flip_bce(logits, target_packed, pos_weight, neg_weight)[0]

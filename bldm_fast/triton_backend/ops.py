@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .._ops_fake import register_fakes
-from . import noise, packing, step, stream
+from . import loss, noise, packing, step, stream
 
 NAMESPACE = "bldm_fast_triton"
 _U64 = 2**64 - 1
@@ -49,6 +49,12 @@ def sample_step(logits: torch.Tensor, uncond_logits: Optional[torch.Tensor], xt_
                                                b_prev, qh, ql, final_step, predict_flip, seed & _U64, offset & _U64,
                                                return_probs, out_dtype)
     return packed, _empty(packed) if probs is None else probs, _empty(packed) if unpacked is None else unpacked
+
+
+@torch.library.custom_op(f"{NAMESPACE}::flip_bce", mutates_args=())
+def flip_bce(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight: torch.Tensor,
+             neg_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return loss.flip_bce(logits, target_packed, pos_weight, neg_weight)
 
 
 register_fakes(NAMESPACE)

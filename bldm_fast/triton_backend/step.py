@@ -9,26 +9,9 @@ import triton
 import triton.language as tl
 
 from . import tiles
+from .fmath import exp_nonpositive
 from .philox import element_words, halves, stream_base, to_uniform
 from .tiles import bits_view, byte_tile, pack_tile, store_bits, unpack_tile
-
-
-@triton.jit
-def exp_nonpositive(x):
-    """exp(x) for x <= 0: step_math.h's Cephes expf, operation for operation."""
-    x = tl.maximum(x, -87.0)
-    t = x * 1.44269504088896341 + 12582912.0
-    n = t - 12582912.0
-    r = x - n * 0.693359375
-    r = r - n * -2.12194440e-4
-    p = r * 1.9875691500e-4 + 1.3981999507e-3
-    p = p * r + 8.3334519073e-3
-    p = p * r + 4.1665795894e-2
-    p = p * r + 1.6666665459e-1
-    p = p * r + 5.0000001201e-1
-    y = p * (r * r) + r + 1.0
-    scale = ((n.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
-    return y * scale
 
 
 @triton.jit(do_not_specialize=["inv_temp", "g", "k_prev", "b_prev", "qh", "ql",

@@ -58,4 +58,18 @@ struct StepArgs {
 };
 cudaError_t sample_step(const StepArgs& args, cudaStream_t stream);
 
+struct FlipBceArgs {
+  const void* logits;  // rows x C of logits_dtype (kF32, kF16 or kBF16)
+  DType logits_dtype;
+  const uint8_t* target;  // rows x ceil(C/8)
+  const float* pos_weight;  // batch
+  const float* neg_weight;  // batch
+  int64_t rows, rows_per_sample, channels;
+  float* partial;  // one float per block: the block's sum of w * loss (the caller sums them)
+  void* grad;      // rows x C of logits_dtype: w * (sigmoid(l) - y)
+};
+// Number of blocks (= partial sums) flip_bce launches for these sizes.
+int flip_bce_blocks(int64_t rows, int64_t channels);
+cudaError_t flip_bce(const FlipBceArgs& args, cudaStream_t stream);
+
 }  // namespace bldm_fast::cuda

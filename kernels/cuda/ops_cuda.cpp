@@ -135,6 +135,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step_op(
   return {packed, probs, unpacked};
 }
 
+std::tuple<at::Tensor, at::Tensor> flip_bce_op(const at::Tensor& logits, const at::Tensor& target_packed,
+                                               const at::Tensor& pos_weight, const at::Tensor& neg_weight) {
+  check_flip_bce_inputs(logits, target_packed, pos_weight, neg_weight, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  at::Tensor grad = at::empty(logits.sizes(), logits.options());
+  const int64_t channels = logits.size(-1), rows = logits.numel() / channels;
+  if (rows == 0) return {at::zeros({}, logits.options().dtype(at::kFloat)), grad};
+  const at::Tensor lc = logits.contiguous(), tc = target_packed.contiguous();
+  const at::Tensor w1 = pos_weight.contiguous(), w0 = neg_weight.contiguous();
+  at::Tensor partial = at::empty({flip_bce_blocks(rows, channels)}, logits.options().dtype(at::kFloat));
+  FlipBceArgs a{};
+  a.logits = lc.data_ptr();
+  a.logits_dtype = to_dtype(lc.scalar_type());
+  a.target = tc.data_ptr<uint8_t>();
+  a.pos_weight = w1.data_ptr<float>();
+  a.neg_weight = w0.data_ptr<float>();
+  a.rows = rows;
+  a.rows_per_sample = rows / logits.size(0);
+  a.channels = channels;
+  a.partial = partial.data_ptr<float>();
+  a.grad = grad.data_ptr();
+  check_launch(cuda::flip_bce(a, stream()), "flip_bce");
+  return {partial.sum(), grad};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(bldm_fast, CUDA, m) {
@@ -143,6 +168,7 @@ TORCH_LIBRARY_IMPL(bldm_fast, CUDA, m) {
   m.impl("philox_fill_", &philox_fill_op);
   m.impl("bernoulli_noise", &bernoulli_noise_op);
   m.impl("sample_step", &sample_step_op);
+  m.impl("flip_bce", &flip_bce_op);
 }
 
 }  // namespace bldm_fast::cuda

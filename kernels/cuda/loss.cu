@@ -1,0 +1,67 @@
+// flip_bce: weighted BCE-with-logits against packed targets and its gradient, one thread per
+// packed byte; each block writes one partial sum (summed by the caller in a fixed order, so the
+// result does not depend on scheduling).
+#include "bldm_fast/bce_math.h"
+#include "bldm_fast/packing.h"
+#include "device_utils.cuh"
+
+namespace bldm_fast::cuda {
+namespace {
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) flip_bce_kernel(FlipBceArgs a) {
+  const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
+  const T* logits = static_cast<const T*>(a.logits);
+  T* grad = static_cast<T*>(a.grad);
+  float sum = 0.0f;
+  BLDM_FOR_EACH_BYTE(g, n_bytes) {
+    const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
+    const int64_t b = row / a.rows_per_sample;
+    const float w1 = a.pos_weight[b], w0 = a.neg_weight[b];
+    const uint8_t y = a.target[g];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j < nbits) {
+        const bool t = (y >> j) & 1;
+        const BceTerm term = bce_with_logits(to_f(logits[i0 + j]), t);
+        const float w = t ? w1 : w0;
+        sum += w * term.loss;
+        grad[i0 + j] = from_f<T>(w * term.grad);
+      }
+    }
+  }
+  __shared__ float warp_sums[kThreads / 32];
+  for (int d = 16; d > 0; d >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, d);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float block = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) block += warp_sums[w];
+    a.partial[blockIdx.x] = block;
+  }
+}
+
+}  // namespace
+
+int flip_bce_blocks(int64_t rows, int64_t channels) { return grid_blocks(rows * packed_size(channels)); }
+
+cudaError_t flip_bce(const FlipBceArgs& args, cudaStream_t stream) {
+  const int blocks = flip_bce_blocks(args.rows, args.channels);
+  switch (args.logits_dtype) {
+    case DType::kF16: flip_bce_kernel<__half><<<blocks, kThreads, 0, stream>>>(args); break;
+    case DType::kBF16: flip_bce_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(args); break;
+    case DType::kF32: flip_bce_kernel<float><<<blocks, kThreads, 0, stream>>>(args); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace bldm_fast::cuda
