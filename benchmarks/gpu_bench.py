@@ -111,6 +111,30 @@ def pack_rows(device, bench, n: int) -> list[dict]:
     return rows
 
 
+def loss_rows(device, bench, n: int, dtype) -> list[dict]:
+    """flip_bce_loss forward + backward against the same loss in eager PyTorch (unpack the targets,
+    weights, binary_cross_entropy_with_logits, autograd)."""
+    b = n // (L * C)
+    logits = torch.randn(b, L, C, device=device).to(dtype).requires_grad_(True)
+    target = bf.pack_bits(torch.rand(b, L, C, device=device) < 0.5)
+    w1, w0 = torch.rand(b, device=device), torch.rand(b, device=device)
+    moved = 2 * n * logits.element_size() + n // 8  # logits in, gradient out, packed targets
+
+    def fused(be):
+        logits.grad = None
+        bf.flip_bce_loss(logits, target, w1, w0, backend=be).backward()
+
+    def eager():
+        logits.grad = None
+        y = bf.unpack_bits(target, C, torch.float32)
+        w = torch.where(y > 0, w1.view(-1, 1, 1), w0.view(-1, 1, 1))
+        torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y, weight=w, reduction="sum").backward()
+
+    rows = [dict(impl=be, seconds=bench(lambda be=be: fused(be)), bytes=moved) for be in gpu_backends()]
+    rows.append(dict(impl="eager BCE", seconds=bench(eager), bytes=moved))
+    return rows
+
+
 def run(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     bench = timer(device, args.smoke)
@@ -126,6 +150,9 @@ def run(args) -> dict:
                 name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
                 result["cases"].append(dict(case=name, rows=step_rows(device, bench, n, dtype, guided, not args.no_compile)))
         result["cases"].append(dict(case=f"noise N={n:,}", rows=noise_rows(device, bench, n)))
+        for dtype in (torch.float32, torch.bfloat16):
+            result["cases"].append(dict(case=f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}",
+                                        rows=loss_rows(device, bench, n, dtype)))
         result["cases"].append(dict(case=f"pack/unpack N={n:,}", rows=pack_rows(device, bench, n)))
     for case in result["cases"]:
         for row in case["rows"]:
@@ -151,7 +178,8 @@ def table(result: dict) -> str:
     for case in result["cases"]:
         ref = {r["impl"]: r["seconds"] for r in case["rows"]}
         for r in case["rows"]:
-            eager, comp, sec = ref.get("official eager"), ref.get("torch.compile(official)"), r["seconds"]
+            eager = ref.get("official eager", ref.get("eager BCE"))
+            comp, sec = ref.get("torch.compile(official)"), r["seconds"]
             vs_eager = f"{eager / sec:.1f}x" if eager else ""
             vs_comp = f"{comp / sec:.2f}x" if comp else ""
             lines.append(f"| {case['case']} | {r['impl']} | {sec * 1e6:.1f} | {r['bytes'] / sec / 1e9:.0f}"
