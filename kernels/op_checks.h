@@ -81,16 +81,22 @@ inline void check_noise_inputs(const at::Tensor& x0_packed, const at::Tensor& th
                     ": thresholds must have shape (B, 2) = (", batch, ", 2), got ", thresholds.sizes());
 }
 
-inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& uncond,
-                              const at::Tensor& xt_packed, const std::optional<at::Tensor>& mask,
-                              const std::optional<at::Tensor>& known, double inv_temp, at::DeviceType type) {
-  const char* op = "sample_step";
+// float32/float16/bfloat16 logits on `type` with at least `min_dim` dims and C >= 1.
+inline void check_logits(const at::Tensor& logits, const char* op, int64_t min_dim, at::DeviceType type) {
   check_device(logits, op, "logits", type);
   const auto dt = logits.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
                    ": logits must be float32, float16 or bfloat16, got ", dt);
-  TORCH_CHECK_VALUE(logits.dim() >= 1 && logits.size(-1) >= 1, op,
-                    ": logits must have a last (channel) dimension of size >= 1, got shape ", logits.sizes());
+  TORCH_CHECK_VALUE(logits.dim() >= min_dim && logits.size(-1) >= 1, op, ": logits must have at least ", min_dim,
+                    " dims, the last (channels) of size >= 1, got shape ", logits.sizes());
+}
+
+inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& uncond,
+                              const at::Tensor& xt_packed, const std::optional<at::Tensor>& mask,
+                              const std::optional<at::Tensor>& known, double inv_temp, at::DeviceType type) {
+  const char* op = "sample_step";
+  check_logits(logits, op, 1, type);
+  const auto dt = logits.scalar_type();
   if (uncond) {
     check_device(*uncond, op, "uncond_logits", type);
     TORCH_CHECK_TYPE(uncond->scalar_type() == dt, op, ": uncond_logits must have the dtype of logits (", dt,
@@ -112,12 +118,7 @@ inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::
 inline void check_flip_bce_inputs(const at::Tensor& logits, const at::Tensor& target_packed,
                                   const at::Tensor& pos_weight, const at::Tensor& neg_weight, at::DeviceType type) {
   const char* op = "flip_bce";
-  check_device(logits, op, "logits", type);
-  const auto dt = logits.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
-                   ": logits must be float32, float16 or bfloat16, got ", dt);
-  TORCH_CHECK_VALUE(logits.dim() >= 2 && logits.size(-1) >= 1, op,
-                    ": logits must be (B, ..., C) with C >= 1, got shape ", logits.sizes());
+  check_logits(logits, op, 2, type);
   check_packed(target_packed, op, "target_packed", leading_dims(logits), logits.size(-1), type);
   for (const auto* w : {&pos_weight, &neg_weight}) {
     const char* name = w == &pos_weight ? "pos_weight" : "neg_weight";

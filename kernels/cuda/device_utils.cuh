@@ -32,6 +32,32 @@ inline int grid_blocks(int64_t n) {
   return static_cast<int>(want < 1 ? 1 : (want < cap ? want : cap));
 }
 
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+
+// Calls launch(T{}) with T the C++ type of a logits dtype (float, __half, __nv_bfloat16), then
+// returns the launch's error; other dtypes are cudaErrorInvalidValue.
+template <typename Launch>
+cudaError_t with_logits_type(DType dt, Launch&& launch) {
+  switch (dt) {
+    case DType::kF16: launch(__half{}); break;
+    case DType::kBF16: launch(__nv_bfloat16{}); break;
+    case DType::kF32: launch(float{}); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 __device__ __forceinline__ float load_float(const void* p, DType dt, int64_t i) {
   switch (dt) {
     case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);

@@ -8,14 +8,6 @@
 namespace bldm_fast::cuda {
 namespace {
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads) flip_bce_kernel(FlipBceArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
@@ -55,13 +47,9 @@ int flip_bce_blocks(int64_t rows, int64_t channels) { return grid_blocks(rows * 
 
 cudaError_t flip_bce(const FlipBceArgs& args, cudaStream_t stream) {
   const int blocks = flip_bce_blocks(args.rows, args.channels);
-  switch (args.logits_dtype) {
-    case DType::kF16: flip_bce_kernel<__half><<<blocks, kThreads, 0, stream>>>(args); break;
-    case DType::kBF16: flip_bce_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(args); break;
-    case DType::kF32: flip_bce_kernel<float><<<blocks, kThreads, 0, stream>>>(args); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_logits_type(args.logits_dtype, [&](auto tag) {
+    flip_bce_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(args);
+  });
 }
 
 }  // namespace bldm_fast::cuda

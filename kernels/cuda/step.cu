@@ -10,10 +10,6 @@
 namespace bldm_fast::cuda {
 namespace {
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-
 // v[j] = p[i0 + j] as float for j < nbits (0 beyond).
 template <typename T>
 __device__ __forceinline__ void load8(const T* p, int64_t i0, int nbits, float* v) {
@@ -99,13 +95,9 @@ cudaError_t sample_step(const StepArgs& args, cudaStream_t stream) {
   const int64_t n_bytes = args.rows * packed_size(args.channels);
   if (n_bytes == 0) return cudaSuccess;
   const int blocks = grid_blocks(n_bytes);
-  switch (args.logits_dtype) {
-    case DType::kF16: step_kernel<__half><<<blocks, kThreads, 0, stream>>>(args); break;
-    case DType::kBF16: step_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(args); break;
-    case DType::kF32: step_kernel<float><<<blocks, kThreads, 0, stream>>>(args); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_logits_type(args.logits_dtype, [&](auto tag) {
+    step_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(args);
+  });
 }
 
 }  // namespace bldm_fast::cuda
