@@ -3,7 +3,9 @@
 Contracts (math, bit layout, random stream, public names): docs/DESIGN.md.
 """
 
+from . import models
 from ._backends import available_backends, native_available
+from .models import load_official
 from .ops import bernoulli_noise, flip_bce_loss, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
 from .rng import PhiloxGenerator
 from .schedule import BernoulliSchedule
@@ -21,6 +23,8 @@ __all__ = [
     "available_backends",
     "bernoulli_noise",
     "flip_bce_loss",
+    "load_official",
+    "models",
     "native_available",
     "pack_bits",
     "philox_uniform",
