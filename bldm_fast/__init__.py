@@ -5,6 +5,8 @@ Contracts (math, bit layout, random stream, public names): docs/DESIGN.md.
 
 from . import models
 from ._backends import available_backends, native_available
+from .diffusion import (AcceleratedBinaryDiffusion, BernoulliDiffusion, BernoulliScheduler, SchedulerOutput,
+                        accelerate, sample_distributed, sampling_grid, training_loss)
 from .models import load_official
 from .ops import bernoulli_noise, flip_bce_loss, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
 from .rng import PhiloxGenerator
@@ -18,6 +20,14 @@ if native_available():
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceleratedBinaryDiffusion",
+    "BernoulliDiffusion",
+    "BernoulliScheduler",
+    "SchedulerOutput",
+    "accelerate",
+    "sample_distributed",
+    "sampling_grid",
+    "training_loss",
     "BernoulliSchedule",
     "PhiloxGenerator",
     "available_backends",

@@ -1,0 +1,432 @@
+"""BernoulliDiffusion: the denoiser plus its Bernoulli schedule, with the fused, bit-packed sampler.
+
+The sampling loop (:func:`sample_loop`) is the official ``BinaryDiffusion.sample`` with every
+operation between two denoiser calls done by one fused :func:`bldm_fast.sample_step`: the state
+stays packed (uint8 ``(B, L, ceil(C/8))``) and the step writes the next model input directly.
+The random stream of a call is laid out in regions (see :mod:`bldm_fast.diffusion.grid`), so a
+seed gives the same samples on every backend and for every batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..ops import bernoulli_noise, pack_bits, sample_step, unpack_bits
+from ..rng import PhiloxGenerator
+from ..schedule import BernoulliSchedule
+from .grid import check_region_capacity, region_offset, reserve_stream, sampling_grid, step_pairs
+
+# x ~ Bernoulli(0.5) as the noising op of a one-step linear schedule: k[1] = 0, b[1] = 0.5, so from
+# x_0 = 0 the op draws [u < 0.5] (the threshold 0.5 is exact in float32) on every backend.
+_HALF = BernoulliSchedule(1, "linear")
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8, torch.bool)
+
+ModelFn = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor | None]"]
+
+
+def _nbytes(channels: int) -> int:
+    return (channels + 7) // 8
+
+
+def _pos_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_temperature(temperature) -> float:
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature) or temperature <= 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def check_guidance(guidance) -> float:
+    """``None`` -> 0.0; else a finite number (ValueError naming ``guidance`` otherwise)."""
+    if guidance is None:
+        return 0.0
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise ValueError(f"guidance must be None or a finite number, got {guidance!r}")
+    return float(guidance)
+
+
+def packed_condition(x, name: str, batch: int, length: int, channels: int, device) -> torch.Tensor:
+    """``mask`` / ``known`` as contiguous packed uint8 ``(batch, L, ceil(C/8))`` on ``device``.
+
+    Accepts uint8 (packed, last dim ``ceil(C/8)``) or bool/float 0/1 (unpacked, last dim ``C``),
+    of shape ``(L, *)`` (every sample) or ``(B, L, *)``.
+
+    Raises:
+        TypeError: not a tensor, or another dtype.
+        ValueError: a shape that is neither of the above, or float values other than 0/1.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == torch.uint8:
+        last = _nbytes(channels)
+    elif x.dtype == torch.bool or x.is_floating_point():
+        last = channels
+    else:
+        raise TypeError(f"{name} must be uint8 (packed) or bool/float 0/1 (unpacked), got {x.dtype}")
+    if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (length, last) or (x.dim() == 3 and x.shape[0] != batch):
+        raise ValueError(f"{name} ({x.dtype}) must have shape ({length}, {last}) or ({batch}, {length}, {last}) "
+                         f"(L = {length} tokens, {'packed ceil(C/8)' if x.dtype == torch.uint8 else 'C'} = {last}), "
+                         f"got {tuple(x.shape)}")
+    x = x.to(device)
+    if x.dtype != torch.uint8:
+        x = pack_bits(x)
+    return torch.broadcast_to(x, (batch, length, _nbytes(channels))).contiguous()
+
+
+@torch.no_grad()
+def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int], *, batch_size: int, length: int,
+                channels: int, device, seed: int, base: int, element_start: int = 0, temperature: float = 1.0,
+                guidance: float = 0.0, predict_flip: bool = True, mask: torch.Tensor | None = None,
+                known: torch.Tensor | None = None, return_all: bool = False, backend: str = "auto",
+                progress: bool = False, input_dtype: torch.dtype = torch.float32, shape_hint: str = ""):
+    """The fused sampling loop shared by :class:`BernoulliDiffusion`, :func:`accelerate` and
+    :func:`sample_distributed`.
+
+    Args:
+        model_fn: ``model_fn(x_in, t) -> (logits, uncond_logits or None)``; ``x_in`` is the
+            unpacked state ``(B, L, C)`` in ``input_dtype``, ``t`` the current step (int, 1..T);
+            logits ``(B, L, C)`` float32/float16/bfloat16 on ``device``.
+        schedule: the :class:`~bldm_fast.BernoulliSchedule`.
+        grid: descending steps (:func:`~bldm_fast.diffusion.grid.sampling_grid`).
+        batch_size, length, channels: ``B``, ``L``, ``C``.
+        seed, base: the stream; region 0 at ``base`` holds the initial noise, region ``i + 1`` step ``i``.
+        element_start: flat element of ``(B_global, L, C)`` where this batch starts (a multiple of 4).
+        mask, known: packed uint8 ``(B, L, ceil(C/8))`` (see :func:`packed_condition`) or None.
+        return_all: also return the packed trajectory.
+
+    Returns:
+        ``(x0_packed, trajectory or None)``: uint8 ``(B, L, ceil(C/8))`` and uint8
+        ``(S + 1, B, L, ceil(C/8))`` (the initial noise, then the state after each step).
+
+    Raises:
+        ValueError: the denoiser returns logits of another shape, NaN logits (from sample_step),
+            or stream offsets out of range.
+        TypeError: logits of a non-float dtype.
+    """
+    B, L, C = batch_size, length, channels
+    nb = _nbytes(C)
+    pairs = step_pairs(grid)
+    traj = torch.empty((len(pairs) + 1, B, L, nb), dtype=torch.uint8, device=device) if return_all else None
+    zeros = torch.zeros((B, L, nb), dtype=torch.uint8, device=device)
+    xt, x_in, _ = bernoulli_noise(zeros, 1, _HALF, C, seed=seed, offset=region_offset(base, 0, element_start),
+                                  out_dtype=input_dtype, backend=backend)
+    if mask is not None:
+        xt = (xt & ~mask) | (known & mask)
+        x_in = unpack_bits(xt, C, input_dtype, backend=backend)
+    if traj is not None:
+        traj[0] = xt
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pairs), desc="sampling", unit="step", leave=False)
+        except ImportError:  # tqdm is a dependency; sampling must not fail without it
+            bar = None
+    expected = (B, L, C)
+    try:
+        for i, (t, t_prev) in enumerate(pairs):
+            logits, uncond = model_fn(x_in, t)
+            for name, out in (("logits", logits), ("unconditional logits", uncond)):
+                if out is not None and (not isinstance(out, torch.Tensor) or tuple(out.shape) != expected):
+                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise ValueError(f"the denoiser returned {name} of shape {got} at t={t}, expected (B, L, C) = "
+                                     f"{expected}{shape_hint}")
+            last = i + 1 == len(pairs)
+            res = sample_step(logits, xt, t, t_prev, schedule, seed=seed,
+                              offset=region_offset(base, i + 1, element_start), temperature=temperature,
+                              guidance=guidance if uncond is not None else 0.0, uncond_logits=uncond,
+                              predict_flip=predict_flip, mask=mask, known=known,
+                              out_dtype=None if last else input_dtype, backend=backend)
+            if last:
+                xt = res
+            else:
+                xt, _, x_in = res
+            if traj is not None:
+                traj[i + 1] = xt
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return xt, traj
+
+
+def _model_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _first_attr(obj, names):
+    for n in names:
+        v = getattr(obj, n, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return n, v
+    return None, None
+
+
+class BernoulliDiffusion(nn.Module):
+    """A binary-latent denoiser with its Bernoulli schedule: the training loss and the fused sampler.
+
+    Args:
+        denoiser: ``nn.Module`` with the official forward ``denoiser(x, label=None, time_steps=None)``:
+            ``x`` float 0/1 ``(B, L, C)``, ``time_steps`` long ``(B,)`` holding ``t - 1``, ``label``
+            long ``(B,)`` (class-conditional models) or None; returns logits ``(B, L, C)``. Models
+            without labels are called ``denoiser(x, time_steps=...)``.
+        num_timesteps: ``T``, the training steps of the schedule.
+        kind: schedule, ``"linear"``, ``"cos"`` or ``"sigmoid"``.
+        latent_shape: ``(H, W)`` of the latent grid; ``L = H * W`` tokens (row-major).
+        channels: ``C``, bits per token.
+        predict_flip: the denoiser predicts the logit that a bit of ``x_t`` flips (official ``p_flip``);
+            else the logit that ``x_0 = 1``.
+        num_classes: number of classes of a class-conditional denoiser; ``None`` for unconditional.
+        input_dtype: dtype of the model input the sampler writes (float32; float16/bfloat16 for
+            half-precision models).
+        focal, loss_final, aux, label_dropout: defaults of :meth:`loss` (see ``training_loss``).
+
+    Attributes:
+        denoiser, schedule (:class:`~bldm_fast.BernoulliSchedule`), num_timesteps, latent_shape,
+        length (``L``), channels, predict_flip, num_classes, input_dtype.
+
+    Raises:
+        ValueError: bad sizes, an unknown kind, or a denoiser whose own size attributes
+            (``codebook_size``/``channels``, ``block_size``/``seq_len``/``num_tokens``,
+            ``latent_shape``) disagree with ``channels`` / ``latent_shape``.
+        TypeError: ``denoiser`` is not an ``nn.Module``.
+    """
+
+    def __init__(self, denoiser: nn.Module, num_timesteps: int, kind: str = "linear", *,
+                 latent_shape=(16, 16), channels: int = 64, predict_flip: bool = True,
+                 num_classes: int | None = None, input_dtype: torch.dtype = torch.float32,
+                 focal: float = 0.0, loss_final: str = "weighted", aux: float = 0.0, label_dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(denoiser, nn.Module):
+            raise TypeError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
+        self.denoiser = denoiser
+        self.schedule = BernoulliSchedule(num_timesteps, kind)
+        if isinstance(latent_shape, int):
+            latent_shape = (latent_shape,)
+        latent_shape = tuple(latent_shape)
+        if not latent_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in latent_shape):
+            raise ValueError(f"latent_shape must be a tuple of positive ints (H, W), got {latent_shape!r}")
+        self.latent_shape = latent_shape
+        self.length = math.prod(latent_shape)
+        self.channels = _pos_int(channels, "channels")
+        self.predict_flip = bool(predict_flip)
+        if num_classes is not None:
+            num_classes = _pos_int(num_classes, "num_classes")
+        self.num_classes = num_classes
+        if input_dtype not in _INPUT_DTYPES:
+            raise TypeError(f"input_dtype must be one of {_INPUT_DTYPES}, got {input_dtype!r}")
+        self.input_dtype = input_dtype
+        self.loss_defaults = dict(focal=focal, loss_final=loss_final, aux=aux, label_dropout=label_dropout)
+        self._check_denoiser_geometry()
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_steps
+
+    @property
+    def kind(self) -> str:
+        return self.schedule.kind
+
+    def extra_repr(self) -> str:
+        return (f"num_timesteps={self.num_timesteps}, kind={self.kind!r}, latent_shape={self.latent_shape}, "
+                f"channels={self.channels}, predict_flip={self.predict_flip}, num_classes={self.num_classes}")
+
+    def _shape_hint(self) -> str:
+        return f" (latent_shape={self.latent_shape} -> L = {self.length}, channels = {self.channels})"
+
+    def _check_denoiser_geometry(self) -> None:
+        name, c = _first_attr(self.denoiser, ("codebook_size", "channels", "latent_channels"))
+        if c is not None and c != self.channels:
+            raise ValueError(f"channels = {self.channels} does not match the denoiser's {name} = {c}")
+        name, n = _first_attr(self.denoiser, ("block_size", "seq_len", "num_tokens"))
+        if n is not None and n != self.length:
+            raise ValueError(f"latent_shape {self.latent_shape} gives L = {self.length} tokens but the denoiser's "
+                             f"{name} = {n}")
+        shape = getattr(self.denoiser, "latent_shape", None)
+        if isinstance(shape, (tuple, list)) and shape and all(isinstance(d, int) for d in shape):
+            if math.prod(shape) != self.length:
+                raise ValueError(f"latent_shape {self.latent_shape} (L = {self.length}) does not match the "
+                                 f"denoiser's latent_shape {tuple(shape)}")
+
+    # ------------------------------------------------------------------------------------------
+    def forward(self, x0_packed: torch.Tensor, labels=None, **kwargs) -> dict:
+        """The training loss; same as :meth:`loss`."""
+        return self.loss(x0_packed, labels=labels, **kwargs)
+
+    def loss(self, x0_packed: torch.Tensor, labels=None, *, generator=None, seed=None, backend: str = "auto",
+             **kwargs) -> dict:
+        """Training loss of a batch of packed clean codes: ``bldm_fast.diffusion.loss.training_loss``.
+
+        Args:
+            x0_packed: uint8 ``(B, L, ceil(C/8))``.
+            labels: long ``(B,)`` for class-conditional models, else None.
+            kwargs: override the constructor's ``focal``, ``loss_final``, ``aux``, ``label_dropout``
+                (and ``channels`` / ``input_dtype``, passed from the model); others go to
+                ``training_loss`` as they are (e.g. ``t``, ``alpha``).
+
+        Returns:
+            the dict of ``training_loss`` (``"loss"`` first).
+        """
+        from .loss import training_loss
+
+        opts = {**self.loss_defaults, "channels": self.channels, "input_dtype": self.input_dtype, **kwargs}
+        return training_loss(self.denoiser, x0_packed, self.schedule, labels=labels, predict_flip=self.predict_flip,
+                             num_classes=self.num_classes, generator=generator, seed=seed, backend=backend, **opts)
+
+    # ------------------------------------------------------------------------------------------
+    def _labels(self, labels, batch_size: int | None, device) -> tuple[torch.Tensor | None, int | None]:
+        if labels is None:
+            return None, batch_size
+        if self.num_classes is None:
+            raise ValueError("labels were given but this model is unconditional (num_classes=None)")
+        if isinstance(labels, bool):
+            raise ValueError(f"labels must be an int or an integer tensor (B,), got {labels!r}")
+        if isinstance(labels, int):
+            if batch_size is None:
+                raise ValueError("batch_size is needed with a single int label")
+            labels = torch.full((batch_size,), labels, dtype=torch.long)
+        elif not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        if labels.dim() != 1 or (batch_size is not None and labels.shape[0] != batch_size):
+            raise ValueError(f"labels must have shape (batch_size,) = ({batch_size},), got {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got values in "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        return labels.to(device=device, dtype=torch.long), labels.shape[0]
+
+    def prepare_sampling(self, batch_size=None, labels=None, steps=None, temperature=1.0, guidance=None,
+                         mask=None, known=None, device=None) -> dict:
+        """Validate the arguments of :meth:`sample` and return them normalised (a dict with
+        ``batch_size, labels, grid, temperature, guidance, mask, known, device``; mask/known packed
+        ``(B, L, ceil(C/8))``). Raises as :meth:`sample`."""
+        device = torch.device(device) if device is not None else _model_device(self.denoiser)
+        if batch_size is not None:
+            batch_size = _pos_int(batch_size, "batch_size")
+        labels, batch_size = self._labels(labels, batch_size, device)
+        if batch_size is None:
+            for x in (mask, known):
+                if isinstance(x, torch.Tensor) and x.dim() == 3:
+                    batch_size = x.shape[0]
+                    break
+        if batch_size is None:
+            raise ValueError("batch_size is needed (or labels / mask of shape (B, ...) to infer it from)")
+        grid = sampling_grid(self.num_timesteps, steps)
+        temperature = check_temperature(temperature)
+        guidance = check_guidance(guidance)
+        if guidance != 0:
+            if self.num_classes is None:
+                raise ValueError("guidance needs a class-conditional model (num_classes set); this one is "
+                                 "unconditional")
+            if labels is None:
+                raise ValueError("guidance needs labels (the conditional call; the unconditional one gets label=None)")
+        if (mask is None) != (known is None):
+            raise ValueError("mask and known must be given together (known holds the bits that mask re-imposes)")
+        if mask is not None:
+            mask = packed_condition(mask, "mask", batch_size, self.length, self.channels, device)
+            known = packed_condition(known, "known", batch_size, self.length, self.channels, device)
+        check_region_capacity(batch_size * self.length * self.channels)
+        return dict(batch_size=batch_size, labels=labels, grid=grid, temperature=temperature, guidance=guidance,
+                    mask=mask, known=known, device=device)
+
+    def model_fn(self, labels: torch.Tensor | None, guidance: float) -> ModelFn:
+        """The denoiser calls of one step as the official loop makes them: ``time_steps = t - 1``;
+        ``label`` for class-conditional models; with guidance a second call with ``label=None``."""
+        den = self.denoiser
+        conditional = self.num_classes is not None
+
+        def call(x_in: torch.Tensor, t: int):
+            ts = torch.full((x_in.shape[0],), t - 1, dtype=torch.long, device=x_in.device)
+            if not conditional:
+                return den(x_in, time_steps=ts), None
+            cond = den(x_in, label=labels, time_steps=ts)
+            uncond = den(x_in, label=None, time_steps=ts) if guidance != 0 else None
+            return cond, uncond
+
+        return call
+
+    @torch.no_grad()
+    def sample(self, batch_size: int | None = None, labels=None, steps: int | None = None, temperature: float = 1.0,
+               guidance: float | None = None, mask: torch.Tensor | None = None, known: torch.Tensor | None = None,
+               return_all: bool = False, generator: PhiloxGenerator | None = None, seed: int | None = None,
+               backend: str = "auto", progress: bool = True, device=None, *, offset: int | None = None,
+               distributed: bool = False, group=None) -> torch.Tensor:
+        """Sample packed latents with the official loop, every step one fused op.
+
+        The initial ``x_T`` is Bernoulli(0.5) (``u < 0.5``); for each step ``t -> t_prev`` of the
+        official grid (``steps`` values, descending, last ``t = 1 -> 0`` the threshold
+        ``P(x_0 = 1) > 0.5``) the denoiser gets the unpacked state and ``time_steps = t - 1``, then
+        :func:`bldm_fast.sample_step` draws the packed ``x_{t_prev}`` and writes the next model input.
+
+        Random stream (seed ``s``, base offset ``o``): region 0 (counters ``o + [0, 2**40)``) holds
+        the initial noise, region ``i + 1`` (``o + (i + 1) * 2**40 + [0, 2**40)``) step ``i``; element
+        ``e`` of the flat ``(B, L, C)`` tensor takes counter ``region + e // 4``, word ``e % 4``. So a
+        seed gives the same samples for every batch size (sample ``b`` is the same) and every backend
+        (bits inside the 1e-5 guard band of DESIGN.md aside). A generator reserves
+        ``(steps + 1) * 2**40`` counters per call.
+
+        Args:
+            batch_size: ``B >= 1``; may be inferred from ``labels`` (tensor) or a ``(B, L, *)`` mask.
+            labels: class-conditional models only: an int (every sample) or integer ``(B,)`` in
+                ``0..num_classes-1``; ``None`` samples unconditionally (``label=None``).
+            steps: sampling steps ``1..T`` (default ``T``).
+            temperature: > 0, logits are divided by it.
+            guidance: classifier-free guidance ``g`` (``(1 + g) cond - g uncond``), needs a
+                class-conditional model and ``labels``; ``None``/0 for none.
+            mask, known: inpainting: where ``mask`` is 1 the bits of ``known`` are imposed on the initial
+                noise and after every step. uint8 packed ``(..., ceil(C/8))`` or bool/float 0/1
+                ``(..., C)``; shape ``(L, *)`` or ``(B, L, *)``.
+            return_all: return the packed trajectory instead of the final state.
+            generator / seed (/ offset): the stream; with neither, a seed from torch's default generator.
+            backend: op backend (``"auto"``, ``"reference"``, ``"cpu"``, ``"triton"``, ``"cuda"``).
+            progress: show a tqdm progress bar.
+            device: device of the sampling tensors (default: the denoiser's).
+            distributed: sample under ``torch.distributed`` (see :func:`sample_distributed`);
+                ``group`` is its process group.
+
+        Returns:
+            uint8 ``(B, L, ceil(C/8))`` packed ``x_0`` (``bf.unpack_bits(x, C)`` gives ``(B, L, C)``),
+            or with ``return_all`` uint8 ``(S + 1, B, L, ceil(C/8))``: the initial noise and the state
+            after each of the ``S`` steps (the last one ``x_0``).
+
+        Raises:
+            ValueError: ``batch_size`` missing or < 1; ``labels`` for an unconditional model, out of
+                range or of the wrong shape; ``guidance`` without a class-conditional model or without
+                labels; ``steps`` outside ``1..T``; ``temperature`` not > 0; mask/known alone or of
+                the wrong shape; the denoiser returning logits of the wrong shape (a latent shape
+                the model was not built for); NaN logits; bad seed/offset.
+            TypeError: mask/known or logits of an unsupported dtype.
+        """
+        if distributed:
+            from .distributed import sample_distributed
+
+            return sample_distributed(self, batch_size, labels=labels, steps=steps, temperature=temperature,
+                                      guidance=guidance, mask=mask, known=known, return_all=return_all,
+                                      generator=generator, seed=seed, offset=offset, backend=backend,
+                                      progress=progress, device=device, group=group)
+        a = self.prepare_sampling(batch_size, labels, steps, temperature, guidance, mask, known, device)
+        seed, base = reserve_stream(generator, seed, offset, len(a["grid"]))
+        x, traj = sample_loop(self.model_fn(a["labels"], a["guidance"]), self.schedule, a["grid"],
+                              batch_size=a["batch_size"], length=self.length, channels=self.channels,
+                              device=a["device"], seed=seed, base=base, temperature=a["temperature"],
+                              guidance=a["guidance"], predict_flip=self.predict_flip, mask=a["mask"],
+                              known=a["known"], return_all=return_all, backend=backend, progress=progress,
+                              input_dtype=self.input_dtype, shape_hint=self._shape_hint())
+        return traj if return_all else x
