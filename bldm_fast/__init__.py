@@ -8,7 +8,8 @@ from ._backends import available_backends, native_available
 from .diffusion import (AcceleratedBinaryDiffusion, BernoulliDiffusion, BernoulliScheduler, SchedulerOutput,
                         accelerate, sample_distributed, sampling_grid, training_loss)
 from .models import load_official
-from .ops import bernoulli_noise, flip_bce_loss, pack_bits, philox_uniform, philox_words, sample_step, unpack_bits
+from .ops import (bernoulli_noise, binarize, flip_bce_loss, pack_bits, philox_uniform, philox_words, quantize_probs,
+                  sample_step, unpack_bits)
 from .rng import PhiloxGenerator
 from .schedule import BernoulliSchedule
 
@@ -32,6 +33,7 @@ __all__ = [
     "PhiloxGenerator",
     "available_backends",
     "bernoulli_noise",
+    "binarize",
     "flip_bce_loss",
     "load_official",
     "models",
@@ -39,6 +41,7 @@ __all__ = [
     "pack_bits",
     "philox_uniform",
     "philox_words",
+    "quantize_probs",
     "sample_step",
     "unpack_bits",
 ]

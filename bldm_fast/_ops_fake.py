@@ -43,6 +43,14 @@ def _flip_bce(logits, target_packed, pos_weight, neg_weight):
     return logits.new_empty((), dtype=torch.float32), torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
+def _binarize(logits, bernoulli, seed, offset):
+    return logits.new_empty((*logits.shape[:-1], (logits.shape[-1] + 7) // 8), dtype=torch.uint8)
+
+
+def _quantize_probs(logits):
+    return torch.empty_like(logits, dtype=torch.uint8, memory_format=torch.contiguous_format)
+
+
 _FAKES = {
     "pack_bits": _pack_bits,
     "unpack_bits": _unpack_bits,
@@ -50,6 +58,8 @@ _FAKES = {
     "bernoulli_noise": _bernoulli_noise,
     "sample_step": _sample_step,
     "flip_bce": _flip_bce,
+    "binarize": _binarize,
+    "quantize_probs": _quantize_probs,
 }
 
 

@@ -24,5 +24,7 @@ TORCH_LIBRARY(bldm_fast, m) {
       "float inv_temp, float g, float k_prev, float b_prev, float qh, float ql, bool final_step, "
       "bool predict_flip, int seed, int offset, bool return_probs, ScalarType? out_dtype) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def("binarize(Tensor logits, bool bernoulli, int seed, int offset) -> Tensor");
+  m.def("quantize_probs(Tensor logits) -> Tensor");
   m.def("flip_bce(Tensor logits, Tensor target_packed, Tensor pos_weight, Tensor neg_weight) -> (Tensor, Tensor)");
 }

@@ -94,3 +94,11 @@ def test_opcheck_flip_bce(fused, dtype):
     w1, w0 = torch.rand(3, device=dev), torch.rand(3, device=dev)
     torch.library.opcheck(ops.flip_bce.default, (logits, target, w1, w0),
                           test_utils=(*OPCHECK_TESTS, "test_autograd_registration"))
+
+
+def test_opcheck_binarize_quantize(fused):
+    _, ops, dev = fused
+    logits = torch.randn(3, 5, 21, device=dev)
+    torch.library.opcheck(ops.binarize.default, (logits, True, 9, 2**41), test_utils=OPCHECK_TESTS)
+    torch.library.opcheck(ops.binarize.default, (logits.bfloat16(), False, 0, 0), test_utils=OPCHECK_TESTS)
+    torch.library.opcheck(ops.quantize_probs.default, (logits,), test_utils=OPCHECK_TESTS)

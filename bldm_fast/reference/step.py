@@ -16,6 +16,15 @@ def guided_logits(logits, uncond, inv_temp, g):
     return (cond + (cond - uncond.float()) * g) * inv_temp
 
 
+def sigmoid_pair(l):
+    """``(sigmoid(l), sigmoid(-l))`` from one exp, without cancellation."""
+    e = torch.exp(-l.abs())
+    hi = 1.0 / (1.0 + e)
+    lo = e * hi
+    pos = l >= 0
+    return torch.where(pos, hi, lo), torch.where(pos, lo, hi)
+
+
 def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, g, k_prev,
                 b_prev, qh, ql, final, predict_flip, seed, offset, return_probs, out_dtype):
     """Returns ``(packed x_{t_prev}, probs or None, unpacked x_{t_prev} in out_dtype or None)``.
@@ -28,12 +37,7 @@ def sample_step(logits, uncond, xt_packed, mask_packed, known_packed, inv_temp, 
     if torch.isnan(l).any():
         raise ValueError("logits contain NaN (or guidance combined infinite logits into NaN)")
     xt = unpack_bits(xt_packed, c, torch.bool)
-    e = torch.exp(-l.abs())
-    hi = 1.0 / (1.0 + e)
-    lo = e * hi
-    pos = l >= 0
-    p = torch.where(pos, hi, lo)
-    pc = torch.where(pos, lo, hi)
+    p, pc = sigmoid_pair(l)
     flip = xt & predict_flip
     p0 = torch.where(flip, pc, p)
     if final:

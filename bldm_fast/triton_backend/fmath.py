@@ -25,6 +25,14 @@ def exp_nonpositive(x):
 
 
 @triton.jit
+def stable_sigmoid(l):
+    """sigmoid(l) from one exp without cancellation: step_math.h's stable_sigmoid."""
+    e = exp_nonpositive(-tl.abs(l))
+    hi = tl.math.div_rn(tl.full(l.shape, 1.0, tl.float32), 1.0 + e)
+    return tl.where(l >= 0.0, hi, e * hi)
+
+
+@triton.jit
 def log1p_unit(e):
     """log(1 + e) for e in [0, 1]: bce_math.h's Cephes polynomial on x = e (or (e - 1) / 2)."""
     big = e > 0.41421356237

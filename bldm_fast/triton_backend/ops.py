@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from .._ops_fake import register_fakes
+from . import binarize as binarize_kernels
 from . import loss, noise, packing, step, stream
 
 NAMESPACE = "bldm_fast_triton"
@@ -55,6 +56,16 @@ def sample_step(logits: torch.Tensor, uncond_logits: Optional[torch.Tensor], xt_
 def flip_bce(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight: torch.Tensor,
              neg_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.flip_bce(logits, target_packed, pos_weight, neg_weight)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::binarize", mutates_args=())
+def binarize(logits: torch.Tensor, bernoulli: bool, seed: int, offset: int) -> torch.Tensor:
+    return binarize_kernels.binarize(logits, bernoulli, seed & _U64, offset & _U64)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::quantize_probs", mutates_args=())
+def quantize_probs(logits: torch.Tensor) -> torch.Tensor:
+    return binarize_kernels.quantize_probs(logits)
 
 
 register_fakes(NAMESPACE)

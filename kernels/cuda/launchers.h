@@ -58,6 +58,13 @@ struct StepArgs {
 };
 cudaError_t sample_step(const StepArgs& args, cudaStream_t stream);
 
+// logits: rows x C of logits_dtype -> packed rows x ceil(C/8): [u < sigmoid(l)] (bernoulli) or [l > 0].
+cudaError_t binarize(const void* logits, DType logits_dtype, int64_t rows, int64_t channels, bool bernoulli,
+                     uint64_t seed, uint64_t offset, uint8_t* packed, cudaStream_t stream);
+
+// logits: n values of logits_dtype -> out: n bytes floor(sigmoid(l) * 255 + 0.5).
+cudaError_t quantize_probs(const void* logits, DType logits_dtype, int64_t n, uint8_t* out, cudaStream_t stream);
+
 struct FlipBceArgs {
   const void* logits;  // rows x C of logits_dtype (kF32, kF16 or kBF16)
   DType logits_dtype;

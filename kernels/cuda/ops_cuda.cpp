@@ -160,6 +160,30 @@ std::tuple<at::Tensor, at::Tensor> flip_bce_op(const at::Tensor& logits, const a
   return {partial.sum(), grad};
 }
 
+at::Tensor binarize_op(const at::Tensor& logits, bool bernoulli, int64_t seed, int64_t offset) {
+  check_logits(logits, "binarize", 1, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t channels = logits.size(-1);
+  at::Tensor packed = at::empty(with_last(leading_dims(logits), packed_size(channels)), logits.options().dtype(at::kByte));
+  const at::Tensor lc = logits.contiguous();
+  check_launch(cuda::binarize(lc.data_ptr(), to_dtype(lc.scalar_type()), lc.numel() / channels, channels, bernoulli,
+                              static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), packed.data_ptr<uint8_t>(),
+                              stream()),
+               "binarize");
+  return packed;
+}
+
+at::Tensor quantize_probs_op(const at::Tensor& logits) {
+  check_logits(logits, "quantize_probs", 1, at::kCUDA);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  at::Tensor out = at::empty(logits.sizes(), logits.options().dtype(at::kByte));
+  const at::Tensor lc = logits.contiguous();
+  check_launch(cuda::quantize_probs(lc.data_ptr(), to_dtype(lc.scalar_type()), lc.numel(), out.data_ptr<uint8_t>(),
+                                    stream()),
+               "quantize_probs");
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(bldm_fast, CUDA, m) {
@@ -169,6 +193,8 @@ TORCH_LIBRARY_IMPL(bldm_fast, CUDA, m) {
   m.impl("bernoulli_noise", &bernoulli_noise_op);
   m.impl("sample_step", &sample_step_op);
   m.impl("flip_bce", &flip_bce_op);
+  m.impl("binarize", &binarize_op);
+  m.impl("quantize_probs", &quantize_probs_op);
 }
 
 }  // namespace bldm_fast::cuda

@@ -64,6 +64,12 @@ BLDM_HD P0Pair p0_pair(float l, bool xt, bool predict_flip) {
   return P0Pair{flip ? pc : p, flip ? p : pc};
 }
 
+// sigmoid(l), without cancellation (the p of p0_pair with no flip).
+BLDM_HD float stable_sigmoid(float l) { return p0_pair(l, false, false).p0; }
+
+// A probability quantised to a byte: floor(p * 255 + 0.5), p in [0, 1].
+BLDM_HD uint8_t quantize_unit(float p) { return static_cast<uint8_t>(static_cast<int>(p * 255.0f + 0.5f)); }
+
 // Posterior P(x_{t_prev} = 1 | x_t, p0) of a step that skips to t_prev > 0.
 BLDM_HD float posterior(P0Pair p, bool xt, const StepConstants& s) {
   const float a1 = s.k_prev * p.p0 + s.b_prev;

@@ -1,0 +1,60 @@
+// binarize / quantize_probs: one thread per packed byte (binarize) or per element (quantize).
+#include "bldm_fast/packing.h"
+#include "bldm_fast/step_math.h"
+#include "device_utils.cuh"
+
+namespace bldm_fast::cuda {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) binarize_kernel(const T* logits, int64_t rows, int64_t channels,
+                                                             bool bernoulli, uint64_t seed, uint64_t offset,
+                                                             uint8_t* packed) {
+  const int64_t nb = packed_size(channels), n_bytes = rows * nb;
+  BLDM_FOR_EACH_BYTE(g, n_bytes) {
+    const auto [row, i0, nbits] = byte_span(g, nb, channels);
+    ByteWords w{};
+    if (bernoulli) w = byte_words(seed, offset, i0, nbits);
+    uint8_t out = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j < nbits) {
+        const float l = to_f(logits[i0 + j]);
+        const bool bit = bernoulli ? word_to_uniform(w.word(j)) < stable_sigmoid(l) : l > 0.0f;
+        out |= static_cast<uint8_t>(bit << j);
+      }
+    }
+    packed[g] = out;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_kernel(const T* logits, int64_t n, uint8_t* out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = quantize_unit(stable_sigmoid(to_f(logits[i])));
+  }
+}
+
+}  // namespace
+
+cudaError_t binarize(const void* logits, DType logits_dtype, int64_t rows, int64_t channels, bool bernoulli,
+                     uint64_t seed, uint64_t offset, uint8_t* packed, cudaStream_t stream) {
+  const int64_t n_bytes = rows * packed_size(channels);
+  if (n_bytes == 0) return cudaSuccess;
+  return with_logits_type(logits_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    binarize_kernel<T><<<grid_blocks(n_bytes), kThreads, 0, stream>>>(static_cast<const T*>(logits), rows, channels,
+                                                                       bernoulli, seed, offset, packed);
+  });
+}
+
+cudaError_t quantize_probs(const void* logits, DType logits_dtype, int64_t n, uint8_t* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  return with_logits_type(logits_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    quantize_kernel<T><<<grid_blocks(n), kThreads, 0, stream>>>(static_cast<const T*>(logits), n, out);
+  });
+}
+
+}  // namespace bldm_fast::cuda
