@@ -3,7 +3,7 @@
 Contracts (math, bit layout, random stream, public names): docs/DESIGN.md.
 """
 
-from . import models
+from . import data, models
 from ._backends import available_backends, native_available
 from .diffusion import (AcceleratedBinaryDiffusion, BernoulliDiffusion, BernoulliScheduler, SchedulerOutput,
                         accelerate, sample_distributed, sampling_grid, training_loss)
@@ -35,6 +35,7 @@ __all__ = [
     "bernoulli_noise",
     "binarize",
     "flip_bce_loss",
+    "data",
     "load_official",
     "models",
     "native_available",

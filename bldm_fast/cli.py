@@ -104,6 +104,40 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
+# encode / inspect: packed-latent datasets (bldm_fast.data)
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode_args(p: argparse.ArgumentParser) -> None:
+    from .data.encode import add_encode_arguments
+
+    add_encode_arguments(p)
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    from .data.encode import run_encode
+
+    return run_encode(args)
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    from .data.inspect import add_inspect_arguments
+
+    add_inspect_arguments(p)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import run_inspect
+
+    return run_inspect(args)
+
+
+register("encode", "encode a folder of images into a packed-latent dataset with a binary autoencoder",
+         _encode_args, _run_encode)
+register("inspect", "verify a packed-latent dataset (sizes, sha256) and print its summary", _inspect_args, _run_inspect)
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------
 

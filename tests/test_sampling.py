@@ -466,7 +466,6 @@ def test_loss_delegates_to_training_loss(monkeypatch):
 
 
 def test_loss_runs_training_loss():
-    pytest.importorskip("bldm_fast.diffusion.loss")
     d = make_diffusion(num_classes=3, C=12)
     x0 = bf.pack_bits(torch.rand(2, 4, 12, generator=torch.Generator().manual_seed(0)) < 0.5)
     out = d.loss(x0, labels=torch.tensor([0, 2]), seed=1)

@@ -542,7 +542,7 @@ def test_labels_for_unconditional_denoiser():
 
 def test_binary_transformer_denoiser():
     """bldm_fast.models.BinaryTransformer plugs in as the denoiser (class-conditional, with dropout)."""
-    models = pytest.importorskip("bldm_fast.models")
+    models = bf.models
     torch.manual_seed(0)
     model = models.BinaryTransformer(16, n_embd=32, n_head=2, n_layers=1, latent_size=2, total_steps=8, num_classes=5)
     x0p = bf.pack_bits(torch.rand(3, 4, 16) < 0.5)

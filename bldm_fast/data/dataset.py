@@ -1,0 +1,262 @@
+"""Reading packed-latent datasets: a map-style Dataset over the ``latents.npy`` memmap and a sampler
+of contiguous index runs (DESIGN.md section 7; the format is in :mod:`bldm_fast.data.format`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, Sized
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .format import LABELS_FILE, LATENTS_FILE, check_files, read_meta
+from .format import verify as verify_dataset
+
+SAMPLE_MODES = ("first", "random", "all")
+
+__all__ = ["ContiguousBatchSampler", "PackedLatentDataset", "SAMPLE_MODES", "read_meta", "verify"]
+
+
+def verify(root) -> dict:
+    """Verify a dataset: ``meta.json``, every file's header, size and sha256. Returns the meta.
+
+    Raises:
+        ValueError: naming the file that is missing, truncated or altered.
+    """
+    return verify_dataset(root)
+
+
+class PackedLatentDataset(Dataset):
+    """Map-style dataset over a packed-latent folder; opens the memmap lazily in each process.
+
+    Args:
+        root: the dataset folder (``latents.npy``, optional ``labels.npy``, ``meta.json``).
+        verify: also check every file's sha256 against ``meta.json`` (reads all data once). Headers
+            and sizes are always checked.
+        sample: which of the ``K`` samples a ``"bernoulli"`` dataset returns: ``"first"`` (sample 0),
+            ``"random"`` (one drawn with torch's global RNG, which DataLoader seeds per worker) or
+            ``"all"`` (all ``K``). Other code modes accept only ``"first"``.
+        return_labels: return ``(latents, label)`` pairs; default: when the dataset has labels.
+
+    Items (``dataset[i]``), all uint8 tensors that own their memory:
+        ``(L, ceil(C/8))`` packed bits (deterministic; bernoulli with ``"first"``/``"random"``),
+        ``(K, L, ceil(C/8))`` (bernoulli with ``"all"``), ``(L, C)`` ``round(p * 255)`` (probs);
+        with labels, a pair ``(latents, int label)``. ``default_collate`` stacks them into
+        ``(B, ...)`` batches, which feed :func:`bldm_fast.bernoulli_noise` directly (packed; no float
+        copy on the host) or :meth:`decode` / :func:`bldm_fast.unpack_bits`.
+
+    ``__getitems__`` (used by DataLoader with automatic batching) reads a batch with one memmap
+    slice when its indices are contiguous (see :class:`ContiguousBatchSampler`).
+
+    The dataset pickles without its memmap (DataLoader workers with the spawn start method get
+    none) and a process that did not open the memmap itself (a forked worker) opens its own.
+
+    Raises:
+        ValueError: ``meta.json`` missing (unfinished dataset) or invalid, a data file missing,
+            truncated or altered (naming it), ``sample`` invalid for the code mode, labels requested
+            from a dataset without labels.
+    """
+
+    def __init__(self, root, *, verify: bool = False, sample: str = "first", return_labels: bool | None = None):
+        self.root = os.path.abspath(os.fspath(root))
+        self.meta = verify_dataset(self.root) if verify else check_files(self.root)
+        m = self.meta
+        self.count = int(m["count"])
+        self.code_mode = m["code_mode"]
+        self.channels = int(m["channels"])
+        self.latent_hw = tuple(m["latent_hw"])
+        self.tokens = self.latent_hw[0] * self.latent_hw[1]
+        self.samples_per_image = int(m["samples_per_image"])
+        self.has_labels = bool(m["with_labels"])
+        if sample not in SAMPLE_MODES:
+            raise ValueError(f"sample must be one of {SAMPLE_MODES}, got {sample!r}")
+        if sample != "first" and self.code_mode != "bernoulli":
+            raise ValueError(f"sample={sample!r} applies to 'bernoulli' datasets only; this one is {self.code_mode!r}")
+        self.sample = sample
+        if return_labels is None:
+            return_labels = self.has_labels
+        if return_labels and not self.has_labels:
+            raise ValueError(f"return_labels=True, but {self.root} has no {LABELS_FILE}")
+        self.return_labels = bool(return_labels)
+        self._latents: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._pid: int | None = None  # the process that opened the memmaps
+
+    # -- shapes -------------------------------------------------------------------------------
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one item's latents (see the class docstring)."""
+        shape = tuple(self.meta["files"][LATENTS_FILE]["shape"][1:])
+        if self.code_mode == "bernoulli" and self.sample != "all":
+            shape = shape[1:]
+        return shape
+
+    def __len__(self) -> int:
+        return self.count
+
+    # -- lazy memmaps -------------------------------------------------------------------------
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        pid = os.getpid()
+        if self._latents is None or self._pid != pid:
+            self._latents = np.load(os.path.join(self.root, LATENTS_FILE), mmap_mode="r")
+            self._labels = np.load(os.path.join(self.root, LABELS_FILE), mmap_mode="r") if self.return_labels else None
+            self._pid = pid
+        return self._latents, self._labels
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_latents"] = state["_labels"] = state["_pid"] = None
+        return state
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _index(self, i) -> int:
+        if isinstance(i, torch.Tensor):
+            i = i.item()
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(i).__name__}")
+        i = int(i)
+        if not -self.count <= i < self.count:
+            raise IndexError(f"index {i} out of range for a dataset of {self.count}")
+        return i % self.count
+
+    def __getitem__(self, i):
+        i = self._index(i)
+        lat, lab = self._arrays()
+        if self.code_mode == "bernoulli" and self.sample != "all":
+            k = 0 if self.sample == "first" else int(torch.randint(self.samples_per_image, ()).item())
+            row = lat[i, k]
+        else:
+            row = lat[i]
+        x = torch.from_numpy(np.array(row))
+        return (x, int(lab[i])) if self.return_labels else x
+
+    def __getitems__(self, indices) -> list:
+        """A batch of items (as ``[self[i] for i in indices]``), read with one slice when contiguous."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.numpy()
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu" or idx.ndim != 1:
+            if idx.size == 0 and idx.ndim == 1:
+                idx = idx.astype(np.int64)
+            else:
+                raise TypeError(f"indices must be a 1-D sequence of ints, got {idx.dtype} of shape {idx.shape}")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.size and (idx.min() < -self.count or idx.max() >= self.count):
+            raise IndexError(f"indices out of range for a dataset of {self.count}")
+        if idx.size and idx.min() < 0:
+            idx = np.where(idx < 0, idx + self.count, idx)
+        lat, lab = self._arrays()
+        n = idx.size
+        contiguous = n > 0 and idx[-1] - idx[0] == n - 1 and (n == 1 or bool((np.diff(idx) == 1).all()))
+        rows = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
+        if self.code_mode == "bernoulli" and self.sample == "first":
+            block = lat[rows, 0]
+        elif self.code_mode == "bernoulli" and self.sample == "random":
+            ks = torch.randint(self.samples_per_image, (n,)).numpy()
+            block = lat[idx, ks]
+        else:
+            block = lat[rows]
+        x = torch.from_numpy(np.array(block))  # one copy out of the page cache
+        items = list(x.unbind(0))
+        if self.return_labels:
+            labels = np.array(lab[rows]).tolist()
+            return list(zip(items, labels))
+        return items
+
+    def decode(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Batch of items -> model input in ``dtype``: unpacked bits ``(..., C)`` (0/1) for packed
+        modes (:func:`bldm_fast.unpack_bits`), ``p = x / 255`` for probs."""
+        if self.code_mode == "probs":
+            return batch.to(dtype) / 255
+        from ..ops import unpack_bits
+
+        return unpack_bits(batch, self.channels, dtype)
+
+    def __repr__(self) -> str:
+        h, w = self.latent_hw
+        return (f"PackedLatentDataset({self.root!r}, count={self.count}, latent={h}x{w}x{self.channels}, "
+                f"code_mode={self.code_mode!r}, item_shape={self.item_shape}, labels={self.return_labels})")
+
+
+class ContiguousBatchSampler(Sampler[list[int]]):
+    """Batches made of contiguous index runs, the run order shuffled each epoch.
+
+    ``[0, N)`` is cut into runs of ``run_length`` consecutive indices (the last may be shorter);
+    each epoch visits the runs in a random order (or in order with ``shuffle=False``) and cuts the
+    concatenation into batches of ``batch_size``. Every index appears exactly once per epoch (minus
+    the dropped tail with ``drop_last``). With ``run_length == batch_size`` (the default) most
+    batches are one contiguous slice: one memmap read, sequential on disk.
+
+    Args:
+        data_source: the dataset (anything with ``len``) or its length ``N``.
+        batch_size: indices per batch, ``>= 1``.
+        run_length: indices per contiguous run, ``>= 1`` (default ``batch_size``); smaller runs mix
+            more images from different parts of the dataset into a batch.
+        shuffle: shuffle the run order.
+        drop_last: drop the last batch if it is smaller than ``batch_size``.
+        seed: the order of epoch ``e`` is a function of ``(seed, e)`` (see :meth:`set_epoch`);
+            default: a fresh seed from torch's global RNG each epoch (like ``RandomSampler``).
+
+    Yields:
+        lists of int indices (use as ``DataLoader(dataset, batch_sampler=...)``).
+
+    Raises:
+        TypeError / ValueError: bad sizes.
+    """
+
+    def __init__(self, data_source: Sized | int, batch_size: int, *, run_length: int | None = None,
+                 shuffle: bool = True, drop_last: bool = False, seed: int | None = None):
+        n = data_source if isinstance(data_source, (int, np.integer)) and not isinstance(data_source, bool) \
+            else len(data_source)
+        self.num_samples = int(n)
+        if self.num_samples < 0:
+            raise ValueError(f"dataset length must be >= 0, got {n}")
+        for name, v in (("batch_size", batch_size), ("run_length", batch_size if run_length is None else run_length)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        self.batch_size = int(batch_size)
+        self.run_length = int(batch_size if run_length is None else run_length)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch`` (used when ``seed`` is given)."""
+        self.epoch = int(epoch)
+
+    def _order(self) -> np.ndarray:
+        n, r = self.num_samples, self.run_length
+        runs = -(-n // r)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        if self.seed is None:
+            g = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        else:
+            g = torch.Generator().manual_seed((int(self.seed) * 1_000_003 + self.epoch) % (2**63))
+        perm = torch.randperm(runs, generator=g).numpy()
+        starts = perm * r
+        lengths = np.minimum(starts + r, n) - starts
+        # concatenation of arange(start, start + length) over the permuted runs
+        out = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+        out += np.arange(n, dtype=np.int64)
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._order()
+        bs = self.batch_size
+        stop = len(self) * bs
+        for s in range(0, min(stop, order.size), bs):
+            yield order[s:s + bs].tolist()
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
