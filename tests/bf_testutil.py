@@ -95,3 +95,23 @@ def record_guard_band(elements: int, in_band: int, mismatches: int) -> None:
     GUARD_TALLY["elements"] += int(elements)
     GUARD_TALLY["in_band"] += int(in_band)
     GUARD_TALLY["mismatches"] += int(mismatches)
+
+
+def spawn_bounded(worker, args, nprocs: int, deadline_s: float, what: str) -> None:
+    """Run ``worker(rank, *args)`` in ``nprocs`` spawned processes; fail the test (and kill the
+    processes it started) when they have not finished within ``deadline_s`` seconds."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + deadline_s
+    try:
+        while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not finish within {deadline_s} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+                p.join(5)

@@ -8,15 +8,14 @@ that the test compares with ``BernoulliDiffusion.sample`` in this process.
 from __future__ import annotations
 
 import os
-import time
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import bldm_fast as bf
+from bf_testutil import spawn_bounded
 from bldm_fast.diffusion import BernoulliDiffusion, batch_slice, sample_distributed
 from test_sampling import StubDenoiser, make_diffusion, mask_known
 
@@ -78,18 +77,7 @@ def _worker(rank: int, world: int, init_method: str, out_dir: str) -> None:
 
 def _spawn(tmp_path) -> list[dict]:
     init = f"file://{tmp_path / 'rendezvous'}"
-    ctx = mp.start_processes(_worker, args=(WORLD, init, str(tmp_path)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
-            if time.monotonic() > deadline:
-                pytest.fail(f"distributed sampling did not finish within {DEADLINE_S} s")
-    finally:
-        for p in ctx.processes:  # only the processes this test started
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    spawn_bounded(_worker, (WORLD, init, str(tmp_path)), WORLD, DEADLINE_S, "distributed sampling")
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
 

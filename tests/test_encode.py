@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 
 import bldm_fast as bf
+from bf_testutil import spawn_bounded
 from bldm_fast.data import encode as enc
 from bldm_fast.data.encode import add_encode_arguments, code_logits, encode_folder, run_encode
 from bldm_fast.data.format import PackedLatentWriter, read_meta
@@ -439,24 +439,13 @@ def _worker(rank: int, world: int, init_method: str, folder: str, ckpt: str, out
 
 def test_distributed_equals_single_process(tmp_path, folder, ckpt):
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available")
     out = tmp_path / "dist"
     out.mkdir()
-    ctx = mp.start_processes(_worker, args=(WORLD, f"file://{tmp_path / 'rendezvous'}", folder, ckpt, str(out)),
-                             nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
-            if time.monotonic() > deadline:
-                pytest.fail(f"distributed encoding did not finish within {DEADLINE_S} s")
-    finally:
-        for p in ctx.processes:  # only the processes this test started
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    spawn_bounded(_worker, (WORLD, f"file://{tmp_path / 'rendezvous'}", folder, ckpt, str(out)), WORLD, DEADLINE_S,
+                  "distributed encoding")
     ranks = [json.load(open(out / f"rank{r}.json")) for r in range(WORLD)]
     assert ranks[0] == ranks[1]  # every rank returns the same summary
     for name, kw in {"det": dict(labels=True), "bern": dict(code_mode="bernoulli", samples_per_image=2, seed=9,

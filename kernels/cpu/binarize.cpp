@@ -12,18 +12,6 @@
 namespace bldm_fast::cpu {
 namespace {
 
-template <typename T>
-void load_floats(const T* __restrict in, int64_t n, float* __restrict out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = to_float(in[j]);
-}
-
-void load_tile(const at::Tensor& logits, int64_t i0, int64_t n, float* l) {
-  AT_DISPATCH_SWITCH(logits.scalar_type(), "binarize",
-                     AT_DISPATCH_CASE(at::kFloat, [&] { load_floats(logits.data_ptr<scalar_t>() + i0, n, l); })
-                     AT_DISPATCH_CASE(at::kHalf, [&] { load_floats(logits.data_ptr<scalar_t>() + i0, n, l); })
-                     AT_DISPATCH_CASE(at::kBFloat16, [&] { load_floats(logits.data_ptr<scalar_t>() + i0, n, l); }));
-}
-
 // bit[j] = bernoulli ? u[j] < sigmoid(l[j]) : l[j] > 0 (the official sigmoid(l) > 0.5).
 void binarize_run(const float* __restrict l, const float* __restrict u, int64_t n, bool bernoulli,
                   uint8_t* __restrict bit) {
@@ -46,7 +34,7 @@ at::Tensor binarize(const at::Tensor& logits, bool bernoulli, int64_t seed, int6
     float* l = scratch<float, 0>(n);
     float* u = scratch<float, 1>(n);
     uint8_t* bit = scratch<uint8_t, 0>(n);
-    load_tile(lc, i0, n, l);
+    load_floats(lc, i0, n, l);
     if (bernoulli) uniform_range(s, o, i0, n, u);
     binarize_run(l, u, n, bernoulli, bit);
     pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
@@ -63,7 +51,7 @@ at::Tensor quantize_probs(const at::Tensor& logits) {
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
     float* l = scratch<float, 0>(n);
-    load_tile(lc, i0, n, l);
+    load_floats(lc, i0, n, l);
     uint8_t* q = out.data_ptr<uint8_t>() + i0;
     for (int64_t j = 0; j < n; ++j) q[j] = quantize_unit(stable_sigmoid(l[j]));
   });

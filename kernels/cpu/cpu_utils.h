@@ -57,6 +57,28 @@ inline float to_float(c10::BFloat16 x) { return static_cast<float>(x); }
 
 namespace bldm_fast::cpu {
 
+// Runs f(scalar_t{}) for the C++ type of a float32/float16/bfloat16 tensor (logits).
+#define BLDM_DISPATCH_LOGITS(dtype, name, ...)                                   \
+  AT_DISPATCH_SWITCH(dtype, name, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)      \
+                                      AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)   \
+                                      AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+// l[j] = float(t[i0 + j]) for j < n, t contiguous float32/float16/bfloat16.
+inline void load_floats(const at::Tensor& t, int64_t i0, int64_t n, float* __restrict l) {
+  BLDM_DISPATCH_LOGITS(t.scalar_type(), "load_floats", [&] {
+    const scalar_t* __restrict in = t.data_ptr<scalar_t>() + i0;
+    for (int64_t j = 0; j < n; ++j) l[j] = to_float(in[j]);
+  });
+}
+
+// t[i0 + j] = g[j] for j < n, t contiguous float32/float16/bfloat16.
+inline void store_floats(const float* __restrict g, int64_t i0, int64_t n, at::Tensor& t) {
+  BLDM_DISPATCH_LOGITS(t.scalar_type(), "store_floats", [&] {
+    scalar_t* __restrict out = t.data_ptr<scalar_t>() + i0;
+    for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(g[j]);
+  });
+}
+
 // out[j] = ones[j] (0/1) in out's dtype, for j < n, starting at element `first` of out.
 inline void store_ones(const uint8_t* ones, int64_t n, at::Tensor& out, int64_t first) {
   AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, out.scalar_type(), "store_ones", [&] {

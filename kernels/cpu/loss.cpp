@@ -37,16 +37,6 @@ float bce_run(const float* __restrict l, const uint8_t* __restrict y, int64_t n,
   return sum;
 }
 
-template <typename T>
-void load_floats(const T* __restrict in, int64_t n, float* __restrict out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = to_float(in[j]);
-}
-
-template <typename T>
-void store_floats(const float* __restrict in, int64_t n, T* __restrict out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<T>(in[j]);
-}
-
 std::tuple<at::Tensor, at::Tensor> flip_bce(const at::Tensor& logits, const at::Tensor& target_packed,
                                             const at::Tensor& pos_weight, const at::Tensor& neg_weight) {
   check_flip_bce_inputs(logits, target_packed, pos_weight, neg_weight, at::kCPU);
@@ -67,10 +57,7 @@ std::tuple<at::Tensor, at::Tensor> flip_bce(const at::Tensor& logits, const at::
     float* g = scratch<float, 1>(n);
     float* term = scratch<float, 2>(n);
     uint8_t* y = scratch<uint8_t, 0>(n);
-    AT_DISPATCH_SWITCH(lc.scalar_type(), "flip_bce",
-                       AT_DISPATCH_CASE(at::kFloat, [&] { load_floats(lc.data_ptr<scalar_t>() + i0, n, l); })
-                       AT_DISPATCH_CASE(at::kHalf, [&] { load_floats(lc.data_ptr<scalar_t>() + i0, n, l); })
-                       AT_DISPATCH_CASE(at::kBFloat16, [&] { load_floats(lc.data_ptr<scalar_t>() + i0, n, l); }));
+    load_floats(lc, i0, n, l);
     unpack_rows(tc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, y);
     double sum = 0.0;
     for (int64_t r = r0; r < r1;) {
@@ -80,10 +67,7 @@ std::tuple<at::Tensor, at::Tensor> flip_bce(const at::Tensor& logits, const at::
       r = r_end;
     }
     partial[r0 / tile] = sum;
-    AT_DISPATCH_SWITCH(grad.scalar_type(), "flip_bce",
-                       AT_DISPATCH_CASE(at::kFloat, [&] { store_floats(g, n, grad.data_ptr<scalar_t>() + i0); })
-                       AT_DISPATCH_CASE(at::kHalf, [&] { store_floats(g, n, grad.data_ptr<scalar_t>() + i0); })
-                       AT_DISPATCH_CASE(at::kBFloat16, [&] { store_floats(g, n, grad.data_ptr<scalar_t>() + i0); }));
+    store_floats(g, i0, n, grad);
   });
   double total = 0.0;
   for (double p : partial) total += p;

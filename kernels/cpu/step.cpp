@@ -102,10 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
     float* pr = return_probs ? probs.data_ptr<float>() + i0 : scratch<float, 1>(n);
     uint8_t* xt = scratch<uint8_t, 0>(n);
     uint8_t* bit = scratch<uint8_t, 1>(n);
-    AT_DISPATCH_SWITCH(lc.scalar_type(), "sample_step",
-                       AT_DISPATCH_CASE(at::kFloat, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); })
-                       AT_DISPATCH_CASE(at::kHalf, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); })
-                       AT_DISPATCH_CASE(at::kBFloat16, [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); }));
+    BLDM_DISPATCH_LOGITS(lc.scalar_type(), "sample_step", [&] { load_tile<scalar_t>(lc, uc, gd, i0, n, l); });
     unpack_rows(xc.data_ptr<uint8_t>() + r0 * nb, r1 - r0, channels, xt);
     bool tile_nan;
     if (final_step && !return_probs) {
