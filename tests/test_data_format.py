@@ -19,10 +19,13 @@ import time
 import numpy as np
 import pytest
 
-import bldm_fast.data.format as fmt
+import bldm_fast.data.writer as writer_module
 from bldm_fast.data import CODE_MODES, FORMAT_VERSION, PackedLatentWriter, latents_shape, read_meta, verify
+from bldm_fast.data.commits import _record
+from bldm_fast.data.layout import COMMITS_DIR, STATE_FILE
+from bldm_fast.data.npyfile import read_npy_header
 
-HIDDEN = {fmt.STATE_FILE, fmt.COMMITS_DIR}
+HIDDEN = {STATE_FILE, COMMITS_DIR}
 
 
 def _codes(mode: str, n: int, hw=(4, 4), c: int = 64, k: int = 1, seed: int = 0) -> np.ndarray:
@@ -242,14 +245,14 @@ def test_torn_and_garbled_commit_markers_are_ignored(tmp_path):
     w = PackedLatentWriter(tmp_path, **kw)
     w.write_chunk(0, lat[:4])
     w.close()
-    commits = tmp_path / fmt.COMMITS_DIR
+    commits = tmp_path / COMMITS_DIR
     assert sorted(os.listdir(commits)) == ["00000000"]
     good = (commits / "00000000").read_bytes()
     assert good.startswith(b"C 0 0 4 ") and good.endswith(b"\n") and good.count(b"\n") == 1
-    line1 = fmt._record("C", 1, 4, 8, "00000000", "00000000")
+    line1 = _record("C", 1, 4, 8, "00000000", "00000000")
     (commits / "00000001").write_bytes(line1[:-9])  # torn: no newline
-    (commits / "00000002").write_bytes(fmt._record("C", 2, 8, 12, "00000000", "00000000").replace(b"C 2", b"C 3"))
-    (commits / "00000003").write_bytes(fmt._record("C", 2, 8, 12, "00000000", "00000000"))  # another chunk's line
+    (commits / "00000002").write_bytes(_record("C", 2, 8, 12, "00000000", "00000000").replace(b"C 2", b"C 3"))
+    (commits / "00000003").write_bytes(_record("C", 2, 8, 12, "00000000", "00000000"))  # another chunk's line
     (commits / "00000001.tmp-1-abcd").write_bytes(line1)  # a temporary that was never renamed
     (commits / "junk").write_bytes(b"\0" * 7)
     w = PackedLatentWriter(tmp_path, **kw)
@@ -287,7 +290,7 @@ def test_finalize_revokes_chunks_changed_after_commit(tmp_path):
     for i in range(3):
         w.write_chunk(i, lat[4 * i:4 * i + 4], labels[4 * i:4 * i + 4])
     w.close()
-    _, _, _, off = fmt.read_npy_header(str(tmp_path / "latents.npy"))
+    _, _, _, off = read_npy_header(str(tmp_path / "latents.npy"))
     with open(tmp_path / "latents.npy", "r+b") as f:  # damage chunk 1 behind the writer's back
         f.seek(off + 5 * 4)
         f.write(b"\xff")
@@ -307,12 +310,12 @@ def test_interrupted_cleanup_after_meta_json(tmp_path):
     kw = dict(count=4, latent_hw=(2, 2), channels=8, code_mode="deterministic")
     w = PackedLatentWriter(tmp_path, **kw)
     w.write_chunk(0, lat)
-    state = (tmp_path / fmt.STATE_FILE).read_bytes()
-    marker = (tmp_path / fmt.COMMITS_DIR / "00000000").read_bytes()
+    state = (tmp_path / STATE_FILE).read_bytes()
+    marker = (tmp_path / COMMITS_DIR / "00000000").read_bytes()
     meta = w.finalize()
-    (tmp_path / fmt.STATE_FILE).write_bytes(state)
-    (tmp_path / fmt.COMMITS_DIR).mkdir()
-    (tmp_path / fmt.COMMITS_DIR / "00000000").write_bytes(marker)
+    (tmp_path / STATE_FILE).write_bytes(state)
+    (tmp_path / COMMITS_DIR).mkdir()
+    (tmp_path / COMMITS_DIR / "00000000").write_bytes(marker)
     (tmp_path / "meta.json.tmp-1").write_bytes(b"{")
     assert verify(tmp_path) == meta  # readers do not care
     w = PackedLatentWriter(tmp_path, **kw)
@@ -395,16 +398,21 @@ def test_verify_names_the_altered_file(tmp_path):
 # SIGKILL and resume
 # ---------------------------------------------------------------------------------------------
 
-# The child loads format.py by path (it needs only numpy), so it starts in ~0.1 s without torch.
+# The child loads writer.py and its sibling modules by path under bare parent packages, skipping
+# bldm_fast/__init__.py (it needs only numpy), so it starts in ~0.1 s without torch.
 # Gated (argv[4] == "1"), it writes a chunk only after reading a line from stdin and finalizes only
 # after reading "finalize": it can never run ahead of the parent, whatever the machine's load.
 CHILD = r"""
-import importlib.util, os, sys, time
+import importlib, os, sys, time, types
 import numpy as np
 
-spec = importlib.util.spec_from_file_location("bldm_format_under_test", sys.argv[1])
-fmt = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fmt)
+data_dir = os.path.dirname(sys.argv[1])
+for name, path in (("bldm_fast", os.path.dirname(data_dir)), ("bldm_fast.data", data_dir)):
+    package = types.ModuleType(name)
+    package.__path__ = [path]
+    sys.modules[name] = package
+writer = importlib.import_module("bldm_fast.data.writer")
+assert "torch" not in sys.modules, "the writer must need only numpy and the standard library"
 out_dir, slow, gated = sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
 COUNT, ROWS, HW, C = 50, 4, (4, 4), 64
 
@@ -441,8 +449,8 @@ def gate(word):
             return
 
 print("start", flush=True)
-w = fmt.PackedLatentWriter(out_dir, count=COUNT, latent_hw=HW, channels=C, code_mode="deterministic",
-                           with_labels=True, chunk_rows=ROWS, meta={"source_list_digest": "d" * 64})
+w = writer.PackedLatentWriter(out_dir, count=COUNT, latent_hw=HW, channels=C, code_mode="deterministic",
+                              with_labels=True, chunk_rows=ROWS, meta={"source_list_digest": "d" * 64})
 print("ready", flush=True)
 for start, end in w.pending():
     gate("next")
@@ -511,10 +519,10 @@ def test_resume_after_sigkill(tmp_path):
     ref_dir, out_dir = tmp_path / "reference", tmp_path / "killed"
 
     def child(out, slow: float, gated: bool) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(script), fmt.__file__, str(out), str(slow), str(int(gated))],
+        return subprocess.Popen([sys.executable, str(script), writer_module.__file__, str(out), str(slow), str(int(gated))],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
 
-    ref = subprocess.run([sys.executable, str(script), fmt.__file__, str(ref_dir), "0", "0"], capture_output=True,
+    ref = subprocess.run([sys.executable, str(script), writer_module.__file__, str(ref_dir), "0", "0"], capture_output=True,
                          timeout=120)
     assert ref.returncode == 0 and ref.stdout.endswith(b"done\n"), ref.stderr.decode()
 
@@ -539,7 +547,7 @@ def test_resume_after_sigkill(tmp_path):
                 proc.kill()
                 proc.wait(timeout=60)
         assert not (out_dir / "meta.json").exists(), "meta.json appeared before the dataset was complete"
-        if (out_dir / fmt.STATE_FILE).exists():
+        if (out_dir / STATE_FILE).exists():
             committed.append(_check_committed_rows(out_dir))
     assert committed == sorted(committed) and committed[-1] <= sent < 13  # the gate held the child back
 
@@ -565,7 +573,7 @@ def test_resume_after_sigkill(tmp_path):
         else:
             assert not after_rename and _check_committed_rows(out_dir) == 13
 
-    fin = subprocess.run([sys.executable, str(script), fmt.__file__, str(out_dir), "0", "0"], capture_output=True,
+    fin = subprocess.run([sys.executable, str(script), writer_module.__file__, str(out_dir), "0", "0"], capture_output=True,
                          timeout=120)
     assert fin.returncode == 0 and fin.stdout.endswith(b"done\n"), fin.stderr.decode()
 

@@ -26,7 +26,8 @@ import bldm_fast as bf
 from bf_testutil import spawn_bounded
 from bldm_fast.data import encode as enc
 from bldm_fast.data.encode import add_encode_arguments, code_logits, encode_folder, run_encode
-from bldm_fast.data.format import PackedLatentWriter, read_meta
+from bldm_fast.data.meta import read_meta
+from bldm_fast.data.writer import PackedLatentWriter
 from bldm_fast.data.images import list_image_files, scan_image_folder, source_digest  # noqa: E402
 from bldm_fast.data.transforms import (center_crop, load_rgb, official_transform, resize_shorter,  # noqa: E402
                                        to_tensor)

@@ -11,9 +11,10 @@
 
 from .dataset import SAMPLE_MODES, ContiguousBatchSampler, PackedLatentDataset
 from .encode import encode_folder
-from .format import (CODE_MODES, FORMAT_VERSION, PackedLatentWriter, check_files, latents_shape, packed_channels,
-                     read_meta, verify)
 from .inspect import inspect_dataset
+from .layout import CODE_MODES, FORMAT_VERSION, latents_shape, packed_channels
+from .meta import check_files, read_meta, verify
+from .writer import PackedLatentWriter
 
 __all__ = [
     "CODE_MODES",

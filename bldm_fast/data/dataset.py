@@ -1,5 +1,5 @@
 """Reading packed-latent datasets: a map-style Dataset over the ``latents.npy`` memmap and a sampler
-of contiguous index runs (DESIGN.md section 7; the format is in :mod:`bldm_fast.data.format`)."""
+of contiguous index runs (DESIGN.md section 7; the format is in :mod:`bldm_fast.data.layout`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .format import LABELS_FILE, LATENTS_FILE, check_files, read_meta
-from .format import verify as verify_dataset
+from .layout import LABELS_FILE, LATENTS_FILE
+from .meta import check_files, read_meta
+from .meta import verify as verify_dataset
 
 SAMPLE_MODES = ("first", "random", "all")
 

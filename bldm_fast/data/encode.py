@@ -3,7 +3,7 @@
 ``encode_folder`` scans the folder (:mod:`.images`), runs every usable image through the official
 preprocessing (:mod:`.transforms`) and the binary autoencoder's encoder, turns the quantizer's
 code logits into packed codes (``bf.binarize``) or byte probabilities (``bf.quantize_probs``) and
-writes them chunk by chunk with :class:`~bldm_fast.data.format.PackedLatentWriter`. A run that
+writes them chunk by chunk with :class:`~bldm_fast.data.writer.PackedLatentWriter`. A run that
 stopped part way resumes: only the chunks the writer reports pending are encoded again. Under
 ``torchrun`` (``torch.distributed`` initialised) every rank encodes its share of the pending
 chunks into the one preallocated file and rank 0 finalizes; the result equals one process.
@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["add_encode_arguments", "code_logits", "encode_folder", "run_encode"]
 
-_CLI_CODE_MODES = ("deterministic", "bernoulli", "probs")  # = format.CODE_MODES (kept literal for a fast CLI)
+_CLI_CODE_MODES = ("deterministic", "bernoulli", "probs")  # = layout.CODE_MODES (kept literal for a fast CLI)
 PHASES = ("decode", "autoencoder", "binarize", "write")
 
 
@@ -259,7 +259,8 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
     from ..ops import binarize, quantize_probs
 
     from ..rng import check_seed_offset
-    from .format import CODE_MODES, PackedLatentWriter, latents_shape
+    from .layout import CODE_MODES, latents_shape
+    from .writer import PackedLatentWriter
 
     t_start = time.perf_counter()
     if code_mode not in CODE_MODES:

@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from .format import LABELS_FILE, LATENTS_FILE, check_files, verify
+from .layout import LABELS_FILE, LATENTS_FILE
+from .meta import check_files, verify
 
 _BLOCK_BYTES = 4 << 20
 

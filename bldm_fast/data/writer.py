@@ -1,32 +1,7 @@
-"""The packed-latent dataset format (DESIGN.md section 7): writer, ``meta.json``, verification.
+"""The crash-safe, resumable writer of a packed-latent dataset (DESIGN.md section 7).
 
-A dataset is a folder::
-
-    latents.npy   uint8, written with numpy.lib.format.open_memmap (O(1) random access, zero-copy reads)
-                  deterministic: (N, L, ceil(C/8))      packed bits, LSB first (bit order "little")
-                  bernoulli:     (N, K, L, ceil(C/8))   K packed samples per image
-                  probs:         (N, L, C)              round(p * 255) per bit, unpacked
-    labels.npy    int64 (N,), optional
-    meta.json     format version, latent H, W, C, bit order, code mode, per-file sha256 and size,
-                  count, encoder checkpoint sha256, source list digest, plus the writer's ``meta``
-
-``meta.json`` is written last (temporary file, fsync, rename), only once every row is on disk, so
-a folder with ``meta.json`` is complete; a folder without one is being written or was interrupted,
-and :class:`PackedLatentWriter` resumes it.
-
-While a dataset is being written the folder also holds hidden entries, removed by
-:meth:`PackedLatentWriter.finalize`:
-
-* ``.writer.json``: the writer's configuration (shapes, code mode, chunk size, digests of the
-  identity keys of ``meta``), written atomically before any data file; a writer that reopens the
-  folder must match it.
-* ``.commits/``: one marker file per committed chunk, ``.commits/<index, 8 digits>``, holding the
-  line ``C <index> <start> <end> <crc32 latents> <crc32 labels> <crc32 of the line so far>``.
-  It is written to a temporary name, fsynced and renamed into place (then the folder is fsynced)
-  only *after* the chunk's rows were written and fdatasynced. A marker counts only if its line is
-  complete and its own CRC and fields match, so a torn or garbled marker and a leftover temporary
-  are ignored. :meth:`~PackedLatentWriter.finalize` deletes the marker of a chunk whose bytes no
-  longer match its CRCs (the chunk is pending again).
+The folder layout and ``meta.json`` are described in :mod:`bldm_fast.data.layout`, the commit
+markers in :mod:`bldm_fast.data.commits`.
 
 Crash safety: rows are addressed by position (``pwrite`` at a fixed offset), so rewriting a chunk
 is idempotent, and a chunk is committed only by the atomic rename of a complete marker after its
@@ -36,7 +11,7 @@ duplicated, and ``meta.json`` cannot appear early. Markers are separate files cr
 so several processes (e.g. the ranks of a distributed encode, also on a shared file system) may
 write disjoint chunks of one folder at once, once it was created; one process finalizes.
 
-This module needs only numpy and the standard library (no torch).
+This module and its imports need only numpy and the standard library (no torch).
 """
 
 from __future__ import annotations
@@ -51,55 +26,12 @@ import zlib
 import numpy as np
 from numpy.lib import format as npformat
 
-FORMAT_VERSION = 1
-FORMAT_NAME = "bldm_fast.packed_latents"
-CODE_MODES = ("deterministic", "bernoulli", "probs")
-BIT_ORDER = "little"
-
-LATENTS_FILE = "latents.npy"
-LABELS_FILE = "labels.npy"
-META_FILE = "meta.json"
-STATE_FILE = ".writer.json"
-COMMITS_DIR = ".commits"
-
-#: keys of ``meta.json`` the writer sets itself; a user ``meta`` may not contain them
-RESERVED_KEYS = frozenset({
-    "format", "format_version", "count", "latent_hw", "channels", "tokens", "bit_order", "code_mode",
-    "samples_per_image", "with_labels", "bytes_per_image", "files",
-})
-#: user ``meta`` keys that are always present in ``meta.json`` (``None`` when not given)
-DEFAULT_META = {"encoder_checkpoint_sha256": None, "source_list_digest": None}
-
-_HASH_BLOCK = 8 << 20
-
-
-# ---------------------------------------------------------------------------------------------
-# shapes and small helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def packed_channels(channels: int) -> int:
-    """Bytes per token of packed bits: ``ceil(channels / 8)``."""
-    return (channels + 7) // 8
-
-
-def latents_shape(count: int, latent_hw: tuple[int, int], channels: int, code_mode: str,
-                  samples_per_image: int = 1) -> tuple[int, ...]:
-    """Shape of ``latents.npy`` (uint8) for a configuration.
-
-    Returns:
-        ``(count, L, ceil(C/8))`` for ``"deterministic"``, ``(count, K, L, ceil(C/8))`` for
-        ``"bernoulli"`` (``K = samples_per_image``), ``(count, L, C)`` for ``"probs"``; ``L = H * W``.
-    """
-    h, w = latent_hw
-    tokens = h * w
-    if code_mode == "deterministic":
-        return (count, tokens, packed_channels(channels))
-    if code_mode == "bernoulli":
-        return (count, samples_per_image, tokens, packed_channels(channels))
-    if code_mode == "probs":
-        return (count, tokens, channels)
-    raise ValueError(f"code_mode must be one of {CODE_MODES}, got {code_mode!r}")
+from .commits import read_markers, remove_markers, write_marker
+from .durable import datasync, fsync_dir, pwrite_all, write_json_atomic
+from .layout import (BIT_ORDER, CODE_MODES, COMMITS_DIR, DEFAULT_META, FORMAT_NAME, FORMAT_VERSION, LABELS_FILE,
+                     LATENTS_FILE, META_FILE, RESERVED_KEYS, STATE_FILE, latents_shape)
+from .meta import read_meta
+from .npyfile import HASH_BLOCK, check_npy
 
 
 def _int(value, name: str, lo: int) -> int:
@@ -125,100 +57,6 @@ def _identity(meta: dict) -> dict[str, str]:
     return {k: hashlib.sha256(_canonical(meta[k])).hexdigest() for k in _identity_keys(meta) if meta[k] is not None}
 
 
-def _datasync(fd: int) -> None:
-    (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    """fsync a directory so renames and new files in it survive a power loss (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: str, obj: dict) -> None:
-    """Write ``obj`` to ``path`` via a temporary file, fsync and rename: old or new, never half."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        n = os.pwrite(fd, data, offset)
-        if n <= 0:  # pragma: no cover - the kernel never returns 0 for a regular file
-            raise OSError(f"pwrite wrote {n} bytes")
-        data = data[n:]
-        offset += n
-
-
-def read_npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """Read the header of a ``.npy`` file.
-
-    Returns:
-        ``(shape, dtype, fortran_order, data_offset)``.
-
-    Raises:
-        ValueError: the file is missing or its header is not a valid ``.npy`` header (names the file).
-    """
-    name = os.path.basename(path)
-    try:
-        with open(path, "rb") as f:
-            version = npformat.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = npformat.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = npformat.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-            offset = f.tell()
-    except FileNotFoundError:
-        raise ValueError(f"{name}: file missing ({path})") from None
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"{name}: not a valid .npy file ({exc}); the file is truncated or altered") from None
-    return tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), offset
-
-
-def _check_npy(path: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
-    """Check header and size of a ``.npy`` file against ``shape``/``dtype``; returns the data offset.
-
-    Raises:
-        ValueError: naming the file, when it is missing, its header differs, or its size is wrong.
-    """
-    name = os.path.basename(path)
-    got_shape, got_dtype, fortran, offset = read_npy_header(path)
-    if got_shape != tuple(shape) or got_dtype != dtype or fortran:
-        raise ValueError(
-            f"{name}: header says {got_dtype} {got_shape}{' (Fortran order)' if fortran else ''}, "
-            f"expected {dtype} {tuple(shape)}; the file is altered or from another dataset")
-    expect = offset + math.prod(shape) * dtype.itemsize
-    size = os.path.getsize(path)
-    if size != expect:
-        what = "truncated" if size < expect else "has trailing bytes"
-        raise ValueError(f"{name}: {size} bytes, expected {expect}; the file is {what} (altered or incomplete copy)")
-    return offset
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _ranges_text(indices: list[int], limit: int = 20) -> str:
     """``[0, 3, 4, 5, 9]`` -> ``"0, 3-5, 9"`` (at most ``limit`` runs, then ``...``)."""
     runs: list[list[int]] = []
@@ -231,49 +69,6 @@ def _ranges_text(indices: list[int], limit: int = 20) -> str:
     if len(runs) > limit:
         text.append("...")
     return ", ".join(text)
-
-
-# ---------------------------------------------------------------------------------------------
-# commit markers
-# ---------------------------------------------------------------------------------------------
-
-
-def _record(*fields) -> bytes:
-    body = " ".join(str(f) for f in fields)
-    return f"{body} {zlib.crc32(body.encode()):08x}\n".encode()
-
-
-def _marker_name(index: int) -> str:
-    return f"{index:08d}"
-
-
-def _parse_marker(name: str, data: bytes, num_chunks: int, chunk_rows: int, count: int) -> tuple[int, int, int] | None:
-    """``(index, crc latents, crc labels)`` of a valid commit marker, else None.
-
-    Valid: exactly one complete line (ending in a newline) whose own CRC matches, whose index is the
-    file's name and whose rows are that chunk's rows under the configuration.
-    """
-    try:
-        if not data.endswith(b"\n") or data.count(b"\n") != 1:
-            return None
-        body, crc = data[:-1].decode("ascii").rsplit(" ", 1)
-        if len(crc) != 8 or int(crc, 16) != zlib.crc32(body.encode()):
-            return None
-        kind, *fields = body.split(" ")
-        if kind != "C" or len(fields) != 5:
-            return None
-        index, start, end = int(fields[0]), int(fields[1]), int(fields[2])
-        if not (name == _marker_name(index) and 0 <= index < num_chunks and start == index * chunk_rows
-                and end == min(start + chunk_rows, count)):
-            return None
-        return index, int(fields[3], 16), int(fields[4], 16)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# the writer
-# ---------------------------------------------------------------------------------------------
 
 
 class PackedLatentWriter:
@@ -444,7 +239,7 @@ class PackedLatentWriter:
                              "not written by PackedLatentWriter (or damaged); not overwriting it. "
                              "Delete it or choose an empty folder.")
         # the state file is the marker "this folder belongs to a writer": it comes first
-        _write_json_atomic(self._state_path, self._state())
+        write_json_atomic(self._state_path, self._state())
         self._create_data_files()
         self._read_commits()
         self._open_data_fds()
@@ -460,12 +255,12 @@ class PackedLatentWriter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
 
     def _check_data_files(self) -> None:
-        self._lat_offset = _check_npy(self._lat_path, self.shape, np.dtype(np.uint8))
+        self._lat_offset = check_npy(self._lat_path, self.shape, np.dtype(np.uint8))
         if self.with_labels:
-            self._lab_offset = _check_npy(self._lab_path, (self.count,), np.dtype(np.int64))
+            self._lab_offset = check_npy(self._lab_path, (self.count,), np.dtype(np.int64))
 
     def _open_data_fds(self) -> None:
         self._check_data_files()
@@ -479,21 +274,9 @@ class PackedLatentWriter:
         """Load the valid commit markers (creating ``.commits/`` if missing)."""
         if not os.path.isdir(self._commits_dir):
             os.makedirs(self._commits_dir, exist_ok=True)
-            _fsync_dir(self.out_dir)
-        self._committed = {}
-        self.ignored_records = 0
-        for name in sorted(os.listdir(self._commits_dir)):
-            try:
-                with open(os.path.join(self._commits_dir, name), "rb") as f:
-                    data = f.read(256)
-            except OSError:  # vanished (another process renamed or removed it) or not a file
-                self.ignored_records += 1
-                continue
-            rec = _parse_marker(name, data, self.num_chunks, self.chunk_rows, self.count)
-            if rec is None:
-                self.ignored_records += 1
-            else:
-                self._committed[rec[0]] = rec[1:]
+            fsync_dir(self.out_dir)
+        self._committed, self.ignored_records = read_markers(self._commits_dir, self.num_chunks, self.chunk_rows,
+                                                             self.count)
 
     # -- chunks -------------------------------------------------------------------------------
 
@@ -576,28 +359,18 @@ class PackedLatentWriter:
         lat = np.ascontiguousarray(lat)
 
         lat_bytes = memoryview(lat).cast("B")
-        _pwrite_all(self._lat_fd, lat_bytes, self._lat_offset + start * self.row_bytes)
+        pwrite_all(self._lat_fd, lat_bytes, self._lat_offset + start * self.row_bytes)
         crc_lab = 0
         if lab is not None:
             lab_bytes = memoryview(lab).cast("B")
-            _pwrite_all(self._lab_fd, lab_bytes, self._lab_offset + start * 8)
+            pwrite_all(self._lab_fd, lab_bytes, self._lab_offset + start * 8)
             crc_lab = zlib.crc32(lab_bytes)
-        _datasync(self._lat_fd)
+        datasync(self._lat_fd)
         if lab is not None:
-            _datasync(self._lab_fd)
+            datasync(self._lab_fd)
         crc_lat = zlib.crc32(lat_bytes)
         # the commit: a complete marker renamed into place after the bytes are durable
-        record = _record("C", index, start, end, f"{crc_lat:08x}", f"{crc_lab:08x}")
-        final = os.path.join(self._commits_dir, _marker_name(index))
-        tmp = f"{final}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, record)
-            _datasync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(self._commits_dir)
+        write_marker(self._commits_dir, index, start, end, crc_lat, crc_lab)
         self._committed[index] = (crc_lat, crc_lab)
 
     # -- finish -------------------------------------------------------------------------------
@@ -636,13 +409,9 @@ class PackedLatentWriter:
             files[LABELS_FILE] = self._hash_and_check(self._lab_path, self._lab_offset, 8, 1)
         bad = sorted(set(files[LATENTS_FILE].pop("bad")) | set(files.get(LABELS_FILE, {}).pop("bad", [])))
         if bad:
+            remove_markers(self._commits_dir, bad)
             for i in bad:
-                try:
-                    os.unlink(os.path.join(self._commits_dir, _marker_name(i)))
-                except FileNotFoundError:
-                    pass
                 self._committed.pop(i, None)
-            _fsync_dir(self._commits_dir)
             raise ValueError(f"cannot finalize {self.out_dir}: chunks {_ranges_text(bad)} changed on disk after "
                              "they were committed; they are pending again: write them and call finalize() again")
         files[LATENTS_FILE] = {"shape": list(self.shape), "dtype": "uint8", **files[LATENTS_FILE]}
@@ -663,7 +432,7 @@ class PackedLatentWriter:
             "files": files,
             **self.meta,
         }
-        _write_json_atomic(self._meta_path, meta)  # from here on the dataset is complete
+        write_json_atomic(self._meta_path, meta)  # from here on the dataset is complete
         self.finalized = True
         self._cleanup()
         return meta
@@ -679,7 +448,7 @@ class PackedLatentWriter:
                 n = (end - start) * row_bytes
                 crc = 0
                 while n:
-                    block = f.read(min(n, _HASH_BLOCK))
+                    block = f.read(min(n, HASH_BLOCK))
                     if not block:
                         raise ValueError(f"{os.path.basename(path)}: truncated while finalizing")
                     h.update(block)
@@ -707,7 +476,7 @@ class PackedLatentWriter:
             except FileNotFoundError:
                 pass
         if removed:
-            _fsync_dir(self.out_dir)
+            fsync_dir(self.out_dir)
 
     def close(self) -> None:
         """Close the files (idempotent). Committed chunks stay committed; reopen to resume."""
@@ -735,100 +504,3 @@ class PackedLatentWriter:
         return (f"PackedLatentWriter({self.out_dir!r}, count={self.count}, shape={self.shape}, "
                 f"code_mode={self.code_mode!r}, committed={self.committed}/{self.num_chunks}"
                 f"{', finalized' if self.finalized else ''})")
-
-
-# ---------------------------------------------------------------------------------------------
-# reading meta.json and verifying a dataset
-# ---------------------------------------------------------------------------------------------
-
-_REQUIRED = ("format_version", "count", "latent_hw", "channels", "bit_order", "code_mode", "samples_per_image",
-             "with_labels", "files")
-
-
-def read_meta(root) -> dict:
-    """Read and check ``meta.json`` of a dataset folder.
-
-    Returns:
-        the meta dict (see :meth:`PackedLatentWriter.finalize`).
-
-    Raises:
-        ValueError: ``meta.json`` is missing (the dataset is unfinished: resume its writer), is not
-            valid JSON, is not this format, has a newer format version, or lacks a required key, or its
-            fields are inconsistent. The message names ``meta.json``.
-    """
-    root = os.fspath(root)
-    path = os.path.join(root, META_FILE)
-    if not os.path.exists(path):
-        unfinished = os.path.exists(os.path.join(root, STATE_FILE))
-        raise ValueError(f"{META_FILE}: missing in {root}: "
-                         + ("the dataset is unfinished (being written or interrupted; rerun the writer to resume)"
-                            if unfinished else "not a bldm_fast packed-latent dataset"))
-    try:
-        with open(path, "rb") as f:
-            meta = json.loads(f.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{META_FILE}: invalid JSON in {root} ({exc}); the file is truncated or altered") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise ValueError(f"{META_FILE}: not a {FORMAT_NAME} dataset (format {got!r})")
-    missing = [k for k in _REQUIRED if k not in meta]
-    if missing:
-        raise ValueError(f"{META_FILE}: missing keys {missing}; the file is altered")
-    version = meta["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"{META_FILE}: bad format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{META_FILE}: format version {version} is newer than this bldm_fast reads "
-                         f"({FORMAT_VERSION}); upgrade bldm_fast")
-    if meta["bit_order"] != BIT_ORDER:
-        raise ValueError(f"{META_FILE}: bit_order {meta['bit_order']!r}, expected {BIT_ORDER!r}")
-    try:
-        shape = latents_shape(int(meta["count"]), tuple(meta["latent_hw"]), int(meta["channels"]), meta["code_mode"],
-                              int(meta["samples_per_image"]))
-        files = meta["files"]
-        ok = (isinstance(files, dict) and LATENTS_FILE in files and tuple(files[LATENTS_FILE]["shape"]) == shape
-              and files[LATENTS_FILE]["dtype"] == "uint8"
-              and (LABELS_FILE in files) == bool(meta["with_labels"])
-              and (not meta["with_labels"] or (tuple(files[LABELS_FILE]["shape"]) == (meta["count"],)
-                                               and files[LABELS_FILE]["dtype"] == "int64")))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{META_FILE}: inconsistent fields ({exc}); the file is altered") from None
-    if not ok:
-        raise ValueError(f"{META_FILE}: the files entry does not match count/latent_hw/channels/code_mode; "
-                         "the file is altered")
-    return meta
-
-
-def check_files(root, meta: dict | None = None) -> dict:
-    """Cheap checks (no hashing): each data file exists, its ``.npy`` header matches ``meta.json`` and
-    its size is exact. Returns the meta.
-
-    Raises:
-        ValueError: naming the file that is missing, truncated, extended or has another header.
-    """
-    root = os.fspath(root)
-    meta = read_meta(root) if meta is None else meta
-    for name, entry in meta["files"].items():
-        path = os.path.join(root, name)
-        _check_npy(path, tuple(entry["shape"]), np.dtype(entry["dtype"]))
-        size = os.path.getsize(path)
-        if size != entry["bytes"]:
-            raise ValueError(f"{name}: {size} bytes, meta.json records {entry['bytes']}; the file is altered")
-    return meta
-
-
-def verify(root) -> dict:
-    """Verify a dataset: ``meta.json``, every file's header, size and sha256. Returns the meta.
-
-    Raises:
-        ValueError: naming the file (``meta.json``, ``latents.npy`` or ``labels.npy``) that is
-            missing, truncated, altered (sha256 mismatch) or inconsistent.
-    """
-    root = os.fspath(root)
-    meta = check_files(root)
-    for name, entry in meta["files"].items():
-        digest = _file_sha256(os.path.join(root, name))
-        if digest != entry["sha256"]:
-            raise ValueError(f"{name}: sha256 {digest[:16]}... does not match meta.json ({entry['sha256'][:16]}...); "
-                             "the file is altered or corrupted")
-    return meta
