@@ -11,7 +11,7 @@ from .philox import element_words, halves, stream_base, to_uniform
 from .tiles import byte_tile, pack_tile
 
 
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "off_lo", "off_hi"])
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, *tiles.STREAM])
 def _binarize_kernel(logits_ptr, packed_ptr, n_bytes, C, NB, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr,
                      ALIGNED: tl.constexpr, BERNOULLI: tl.constexpr):
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
@@ -24,7 +24,7 @@ def _binarize_kernel(logits_ptr, packed_ptr, n_bytes, C, NB, seed_lo, seed_hi, o
     tl.store(packed_ptr + o_byte, pack_tile(bit & m_elem, o_bit), mask=m_byte)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _quantize_kernel(logits_ptr, out_ptr, n, BLOCK: tl.constexpr):
     o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     p = stable_sigmoid(tl.load(logits_ptr + o, mask=o < n, other=0.0).to(tl.float32))

@@ -10,7 +10,7 @@ from .fmath import bce_with_logits
 from .tiles import byte_tile, unpack_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "bytes_per_sample"])
 def _flip_bce_kernel(logits_ptr, target_ptr, w1_ptr, w0_ptr, partial_ptr, grad_ptr, n_bytes, C, NB, bytes_per_sample,
                      BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)

@@ -9,7 +9,7 @@ from .philox import element_words, halves, stream_base, to_uniform
 from .tiles import bits_view, byte_tile, pack_tile, store_bits, unpack_tile
 
 
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "off_lo", "off_hi"])
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "bytes_per_sample", *tiles.STREAM])
 def _noise_kernel(x0_ptr, thr_ptr, packed_ptr, unpacked_ptr, flip_ptr, n_bytes, C, NB, bytes_per_sample,
                   seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
                   STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr, STORE_FLIP: tl.constexpr):

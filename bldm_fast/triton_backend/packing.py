@@ -8,7 +8,7 @@ from . import tiles
 from .tiles import bits_view, byte_tile, pack_tile, store_bits, unpack_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=tiles.TILE_SIZES)
 def _pack_kernel(bits_ptr, packed_ptr, bad_ptr, n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
                  CHECK_01: tl.constexpr):
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
@@ -20,7 +20,7 @@ def _pack_kernel(bits_ptr, packed_ptr, bad_ptr, n_bytes, C, NB, BLOCK: tl.conste
             tl.atomic_max(bad_ptr, has_bad)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=tiles.TILE_SIZES)
 def _unpack_kernel(packed_ptr, out_ptr, n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
                    ONE: tl.constexpr):
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)

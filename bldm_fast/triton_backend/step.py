@@ -14,8 +14,7 @@ from .philox import element_words, halves, stream_base, to_uniform
 from .tiles import bits_view, byte_tile, pack_tile, store_bits, unpack_tile
 
 
-@triton.jit(do_not_specialize=["inv_temp", "g", "k_prev", "b_prev", "qh", "ql",
-                               "seed_lo", "seed_hi", "off_lo", "off_hi"])
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "inv_temp", "g", "k_prev", "b_prev", "qh", "ql", *tiles.STREAM])
 def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr, probs_ptr, unpacked_ptr,
                  nan_ptr, n_bytes, C, NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi,
                  BLOCK: tl.constexpr, ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr,

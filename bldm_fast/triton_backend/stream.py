@@ -9,7 +9,7 @@ from . import tiles
 from .philox import halves, philox_words, pick4, stream_base, to_uniform
 
 
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "off_lo", "off_hi"])
+@triton.jit(do_not_specialize=["n", *tiles.STREAM])
 def _fill_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr, UNIFORM: tl.constexpr):
     o_ctr = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] counters
     r0, r1, r2, r3 = philox_words(stream_base(off_lo, off_hi) + o_ctr.to(tl.uint64), seed_lo, seed_hi)
