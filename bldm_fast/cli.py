@@ -132,6 +132,34 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return run_inspect(args)
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .demo.train import add_train_arguments
+
+    add_train_arguments(p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .demo.train import run_train
+
+    return run_train(args)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from .demo.demo import add_demo_arguments
+
+    add_demo_arguments(p)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo.demo import run_demo
+
+    return run_demo(args)
+
+
+register("demo", "sample the bundled digits model with the fused backend and the reference, side by side",
+         _demo_args, _run_demo)
+register("train", "train the bundled digits model (autoencoder + denoiser) on scikit-learn's digits",
+         _train_args, _run_train)
 register("encode", "encode a folder of images into a packed-latent dataset with a binary autoencoder",
          _encode_args, _run_encode)
 register("inspect", "verify a packed-latent dataset (sizes, sha256) and print its summary", _inspect_args, _run_inspect)
