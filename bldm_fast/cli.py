@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 the command ran and failed, 2 bad usage (argparse).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable
 
@@ -104,65 +105,27 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# encode / inspect: packed-latent datasets (bldm_fast.data)
+# demo / train (bldm_fast.demo), encode / inspect (bldm_fast.data): each module defines
+# add_<x>_arguments(parser) and run_<x>(args), imported when the command is built or run
 # ---------------------------------------------------------------------------------------------
 
 
-def _encode_args(p: argparse.ArgumentParser) -> None:
-    from .data.encode import add_encode_arguments
+def _lazy(module: str, name: str) -> Callable:
+    """``bldm_fast.<module>.<name>``, imported on the first call."""
 
-    add_encode_arguments(p)
+    def call(*args):
+        return getattr(importlib.import_module(f"bldm_fast.{module}"), name)(*args)
 
-
-def _run_encode(args: argparse.Namespace) -> int:
-    from .data.encode import run_encode
-
-    return run_encode(args)
+    return call
 
 
-def _inspect_args(p: argparse.ArgumentParser) -> None:
-    from .data.inspect import add_inspect_arguments
-
-    add_inspect_arguments(p)
-
-
-def _run_inspect(args: argparse.Namespace) -> int:
-    from .data.inspect import run_inspect
-
-    return run_inspect(args)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    from .demo.train import add_train_arguments
-
-    add_train_arguments(p)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from .demo.train import run_train
-
-    return run_train(args)
-
-
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    from .demo.demo import add_demo_arguments
-
-    add_demo_arguments(p)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from .demo.demo import run_demo
-
-    return run_demo(args)
-
-
-register("demo", "sample the bundled digits model with the fused backend and the reference, side by side",
-         _demo_args, _run_demo)
-register("train", "train the bundled digits model (autoencoder + denoiser) on scikit-learn's digits",
-         _train_args, _run_train)
-register("encode", "encode a folder of images into a packed-latent dataset with a binary autoencoder",
-         _encode_args, _run_encode)
-register("inspect", "verify a packed-latent dataset (sizes, sha256) and print its summary", _inspect_args, _run_inspect)
+for _name, _module, _help in (
+    ("demo", "demo.demo", "sample the bundled digits model with the fused backend and the reference, side by side"),
+    ("train", "demo.train", "train the bundled digits model (autoencoder + denoiser) on scikit-learn's digits"),
+    ("encode", "data.encode", "encode a folder of images into a packed-latent dataset with a binary autoencoder"),
+    ("inspect", "data.inspect", "verify a packed-latent dataset (sizes, sha256) and print its summary"),
+):
+    register(_name, _help, _lazy(_module, f"add_{_name}_arguments"), _lazy(_module, f"run_{_name}"))
 
 
 # ---------------------------------------------------------------------------------------------
