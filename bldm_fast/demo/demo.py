@@ -18,7 +18,6 @@ import argparse
 import math
 import os
 import shutil
-import sys
 import time
 
 
@@ -263,13 +262,3 @@ def format_table(res: dict) -> str:
         f"wrote {res['samples_png']} and {res['reference_png']} ({res['total_s']:.1f} s in all)",
     ]
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:  # python -m bldm_fast.demo.demo
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_demo_arguments(p)
-    return run_demo(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -242,13 +241,3 @@ def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoi
         json.dump(meta, f, indent=1)
         f.write("\n")
     return dict(meta, out=out, ae_steps=ae_steps, denoiser_steps=denoiser_steps)
-
-
-def main(argv=None) -> int:  # python -m bldm_fast.demo.train
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_train_arguments(p)
-    return run_train(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
