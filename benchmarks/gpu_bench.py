@@ -3,10 +3,14 @@
 For each op at 16M and 64M elements (B x 256 x 64), fp32 and bf16 logits, with and without
 guidance: the median time of ``triton.testing.do_bench`` for every GPU backend, the official
 eager chain and ``torch.compile`` of it, and the achieved bandwidth (bytes that must move / time)
-as a share of a measured device-to-device copy. Noising is also compared with the bare Philox
+as a share of a measured device-to-device copy. On a GPU each row also gives its GPU-busy time
+(torch.profiler: kernels, copies and memsets alone), which separates the kernels from per-call
+host overhead and read-backs. Noising is also compared with the bare Philox
 kernel (``philox_uniform``) over the same number of words.
 
-Writes ``gpu_bench.json`` and ``gpu_bench.md`` under ``--out`` and prints the compact table last.
+Writes ``gpu_bench.json`` and ``gpu_bench.md`` under ``--out`` after every case (a run cut short
+keeps what it measured) and prints the compact table last. A row whose call raises records the
+error and the run goes on; ``--deadline`` stops starting new cases after that many seconds.
 ``--smoke`` runs tiny sizes on whatever device there is (CPU + TRITON_INTERPRET=1 in CI), to check
 the script itself; its numbers mean nothing.
 """
@@ -25,6 +29,7 @@ from bldm_fast.bench import baselines as bl
 
 C, L, T = 64, 256, 256
 T_STEP, T_PREV, GUIDANCE, TEMP = 128, 124, 2.0, 0.9
+SMOKE = False  # set by --smoke
 
 
 def timer(device: torch.device, smoke: bool):
@@ -53,6 +58,32 @@ def copy_bandwidth(device, bench, nbytes: int) -> float:
     return 2 * nbytes / bench(lambda: dst.copy_(src))
 
 
+def gpu_busy_seconds(fn, iters: int = 20) -> float:
+    """GPU time per call of ``fn``: the summed duration of every kernel, copy and memset it ran
+    (torch.profiler), without the host-side time between launches that do_bench also counts."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) * 1e-6 / iters
+
+
+def measured(bench, fn, moved: int, impl: str) -> dict:
+    """One table row: the median seconds of ``fn`` (and on a GPU its GPU-busy seconds), or the
+    error it raised (the run goes on)."""
+    try:
+        row = dict(impl=impl, seconds=bench(fn), bytes=moved)
+        if torch.cuda.is_available() and not SMOKE:
+            row["gpu_seconds"] = gpu_busy_seconds(fn)
+        return row
+    except Exception as exc:  # noqa: BLE001  (a failing backend must not hide the others' rows)
+        return dict(impl=impl, seconds=None, bytes=moved, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
 def gpu_backends() -> list[str]:
     return [b for b in ("triton", "cuda") if b in bf.available_backends()]
 
@@ -71,16 +102,16 @@ def step_rows(device, bench, n: int, dtype, guided: bool, compile_ok: bool) -> l
     for be in gpu_backends():
         fn = lambda be=be: bf.sample_step(logits, xt, T_STEP, T_PREV, sched, seed=1, offset=0, temperature=TEMP,  # noqa: E731
                                           guidance=g, uncond_logits=uncond, backend=be)
-        rows.append(dict(impl=be, seconds=bench(fn), bytes=moved))
+        rows.append(measured(bench, fn, moved, be))
     k, bb, beta = (x.to(device) for x in bl.official_tables(sched))
     xf = bits.float()
     official = lambda: bl.official_step(logits, uncond, xf, T_STEP, T_PREV, k, bb, beta, TEMP,  # noqa: E731
                                         GUIDANCE if guided else None)
-    rows.append(dict(impl="official eager", seconds=bench(official), bytes=moved))
+    rows.append(measured(bench, official, moved, "official eager"))
     if compile_ok:
         compiled = torch.compile(bl.official_step, dynamic=True)
         fn = lambda: compiled(logits, uncond, xf, T_STEP, T_PREV, k, bb, beta, TEMP, GUIDANCE if guided else None)  # noqa: E731
-        rows.append(dict(impl="torch.compile(official)", seconds=bench(fn), bytes=moved))
+        rows.append(measured(bench, fn, moved, "torch.compile(official)"))
     return rows
 
 
@@ -91,10 +122,10 @@ def noise_rows(device, bench, n: int) -> list[dict]:
     t = torch.randint(1, T + 1, (b,), device=device)
     rows = []
     for be in gpu_backends():
-        rows.append(dict(impl=be, seconds=bench(lambda be=be: bf.bernoulli_noise(x0, t, sched, C, seed=1, backend=be)),
-                         bytes=2 * x0.numel()))
-        rows.append(dict(impl=f"{be} bare Philox", seconds=bench(
-            lambda be=be: bf.philox_uniform(1, 0, n, device=device, backend=be)), bytes=4 * n))
+        rows.append(measured(bench, lambda be=be: bf.bernoulli_noise(x0, t, sched, C, seed=1, backend=be),
+                             2 * x0.numel(), be))
+        rows.append(measured(bench, lambda be=be: bf.philox_uniform(1, 0, n, device=device, backend=be),
+                             4 * n, f"{be} bare Philox"))
     return rows
 
 
@@ -103,11 +134,10 @@ def pack_rows(device, bench, n: int) -> list[dict]:
     packed = bf.pack_bits(bits)
     rows = []
     for be in gpu_backends():
-        rows.append(dict(impl=f"{be} pack u8", seconds=bench(lambda be=be: bf.pack_bits(bits, backend=be)),
-                         bytes=n + n // 8))
+        rows.append(measured(bench, lambda be=be: bf.pack_bits(bits, backend=be), n + n // 8, f"{be} pack u8"))
         for dt in (torch.bfloat16, torch.float32):
-            rows.append(dict(impl=f"{be} unpack {str(dt)[6:]}", bytes=n // 8 + n * dt.itemsize,
-                             seconds=bench(lambda be=be, dt=dt: bf.unpack_bits(packed, C, dt, backend=be))))
+            rows.append(measured(bench, lambda be=be, dt=dt: bf.unpack_bits(packed, C, dt, backend=be),
+                                 n // 8 + n * dt.itemsize, f"{be} unpack {str(dt)[6:]}"))
     return rows
 
 
@@ -130,12 +160,27 @@ def loss_rows(device, bench, n: int, dtype) -> list[dict]:
         w = torch.where(y > 0, w1.view(-1, 1, 1), w0.view(-1, 1, 1))
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y, weight=w, reduction="sum").backward()
 
-    rows = [dict(impl=be, seconds=bench(lambda be=be: fused(be)), bytes=moved) for be in gpu_backends()]
-    rows.append(dict(impl="eager BCE", seconds=bench(eager), bytes=moved))
+    rows = [measured(bench, lambda be=be: fused(be), moved, be) for be in gpu_backends()]
+    rows.append(measured(bench, eager, moved, "eager BCE"))
     return rows
 
 
-def run(args) -> dict:
+def cases(device, bench, sizes: list[int], compile_ok: bool):
+    """(name, thunk) per benchmark case, in the order they run; each thunk returns its rows."""
+    for n in sizes:
+        for dtype in (torch.float32, torch.bfloat16):
+            for guided in (False, True):
+                name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
+                yield name, lambda n=n, dtype=dtype, guided=guided: step_rows(device, bench, n, dtype, guided, compile_ok)
+        yield f"noise N={n:,}", lambda n=n: noise_rows(device, bench, n)
+        for dtype in (torch.float32, torch.bfloat16):
+            yield f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}", lambda n=n, dtype=dtype: loss_rows(device, bench, n, dtype)
+        yield f"pack/unpack N={n:,}", lambda n=n: pack_rows(device, bench, n)
+
+
+def run(args, save) -> dict:
+    """Measures every case, calling ``save(result)`` after each one."""
+    start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     bench = timer(device, args.smoke)
     sizes = [2**14] if args.smoke else [2**24, 2**26]
@@ -143,20 +188,19 @@ def run(args) -> dict:
     result = dict(machine=dict(
         device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         torch=torch.__version__, cuda=torch.version.cuda, triton=_triton_version(), bldm_fast=bf.__version__,
-        python=platform.python_version()), copy_bytes_per_s=copy, cases=[])
-    for n in sizes:
-        for dtype in (torch.float32, torch.bfloat16):
-            for guided in (False, True):
-                name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
-                result["cases"].append(dict(case=name, rows=step_rows(device, bench, n, dtype, guided, not args.no_compile)))
-        result["cases"].append(dict(case=f"noise N={n:,}", rows=noise_rows(device, bench, n)))
-        for dtype in (torch.float32, torch.bfloat16):
-            result["cases"].append(dict(case=f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}",
-                                        rows=loss_rows(device, bench, n, dtype)))
-        result["cases"].append(dict(case=f"pack/unpack N={n:,}", rows=pack_rows(device, bench, n)))
-    for case in result["cases"]:
-        for row in case["rows"]:
-            row["share_of_copy"] = row["bytes"] / row["seconds"] / copy
+        python=platform.python_version()), copy_bytes_per_s=copy, cases=[], skipped=[])
+    for name, thunk in cases(device, bench, sizes, not args.no_compile):
+        if args.deadline and time.perf_counter() - start > args.deadline:
+            result["skipped"].append(name)
+            continue
+        rows = thunk()
+        for row in rows:
+            row["share_of_copy"] = row["bytes"] / row["seconds"] / copy if row["seconds"] else None
+        result["cases"].append(dict(case=name, rows=rows))
+        print(f"[{time.perf_counter() - start:6.1f} s] {name}: "
+              + ", ".join(f"{r['impl']} {r['seconds'] * 1e6:.1f} us" if r["seconds"] else f"{r['impl']} FAILED"
+                          for r in rows), flush=True)
+        save(result)
     return result
 
 
@@ -173,38 +217,55 @@ def table(result: dict) -> str:
     m = result["machine"]
     lines = [f"device {m['device']}, torch {m['torch']} (CUDA {m['cuda']}), triton {m['triton']}, "
              f"copy bandwidth {result['copy_bytes_per_s'] / 1e9:.0f} GB/s", "",
-             "| case | implementation | time (us) | GB/s | % of copy | speed-up vs eager | vs compile |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| case | implementation | time (us) | GPU busy (us) | GB/s | % of copy | speed-up vs eager | vs compile |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for case in result["cases"]:
         ref = {r["impl"]: r["seconds"] for r in case["rows"]}
+        eager = ref.get("official eager", ref.get("eager BCE"))
+        comp = ref.get("torch.compile(official)")
         for r in case["rows"]:
-            eager = ref.get("official eager", ref.get("eager BCE"))
-            comp, sec = ref.get("torch.compile(official)"), r["seconds"]
+            sec = r["seconds"]
+            if sec is None:
+                lines.append(f"| {case['case']} | {r['impl']} | FAILED: {r['error']} | | | | | |")
+                continue
             vs_eager = f"{eager / sec:.1f}x" if eager else ""
             vs_comp = f"{comp / sec:.2f}x" if comp else ""
-            lines.append(f"| {case['case']} | {r['impl']} | {sec * 1e6:.1f} | {r['bytes'] / sec / 1e9:.0f}"
+            busy = f"{r['gpu_seconds'] * 1e6:.1f}" if r.get("gpu_seconds") else ""
+            lines.append(f"| {case['case']} | {r['impl']} | {sec * 1e6:.1f} | {busy} | {r['bytes'] / sec / 1e9:.0f}"
                          f" | {100 * r['share_of_copy']:.0f}% | {vs_eager} | {vs_comp} |")
+    if result["skipped"]:
+        lines += ["", "not measured (past --deadline): " + ", ".join(result["skipped"])]
     return "\n".join(lines + ["", "targets (issue 3/4): " + "; ".join(targets(result))])
 
 
 def targets(result: dict) -> list[str]:
     """The performance targets, met or missed, per GPU backend: step >= 85% of copy bandwidth and
-    >= 1.5x torch.compile; noising >= 70% of the bare Philox rate; pack/unpack >= 80% of copy."""
+    >= 1.5x torch.compile; noising >= 70% of the bare Philox rate; pack/unpack >= 80% of copy.
+    A backend whose row failed counts as FAILED."""
     out = []
     for case in result["cases"]:
         rows = {r["impl"]: r for r in case["rows"]}
         for be in gpu_backends():
             if case["case"].startswith("step") and be in rows:
                 r, comp = rows[be], rows.get("torch.compile(official)")
-                ok = r["share_of_copy"] >= 0.85 and (comp is None or comp["seconds"] / r["seconds"] >= 1.5)
+                if r["seconds"] is None:
+                    out.append(f"{case['case']} {be}: FAILED")
+                    continue
+                ok = r["share_of_copy"] >= 0.85 and (comp is None or comp["seconds"] is None
+                                                     or comp["seconds"] / r["seconds"] >= 1.5)
                 out.append(f"{case['case']} {be}: {'met' if ok else 'MISSED'}")
             elif case["case"].startswith("noise") and be in rows:
-                ratio = rows[f"{be} bare Philox"]["seconds"] / rows[be]["seconds"]
+                fused, bare = rows[be]["seconds"], rows[f"{be} bare Philox"]["seconds"]
+                if fused is None or bare is None:
+                    out.append(f"{case['case']} {be}: FAILED")
+                    continue
+                ratio = bare / fused
                 out.append(f"{case['case']} {be}: {ratio:.2f} of Philox rate, {'met' if ratio >= 0.7 else 'MISSED'}")
             elif case["case"].startswith("pack"):
                 for name, r in rows.items():
                     if name.startswith(be):
-                        out.append(f"{case['case']} {name}: {'met' if r['share_of_copy'] >= 0.8 else 'MISSED'}")
+                        ok = r["seconds"] is not None and r["share_of_copy"] >= 0.8
+                        out.append(f"{case['case']} {name}: {'met' if ok else 'MISSED' if r['seconds'] else 'FAILED'}")
     return out
 
 
@@ -213,16 +274,25 @@ def main() -> int:
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_bench.json and gpu_bench.md")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the script, not the speed")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="start no new case after this many seconds (0: no limit); skipped cases are listed")
     args = p.parse_args()
-    result = run(args)
+    global SMOKE
+    SMOKE = args.smoke
+    if not args.smoke and not torch.cuda.is_available():
+        p.error("no CUDA GPU here: the timings need one (--smoke checks the script on the CPU)")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    text = table(result)
-    with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
-    return 0
+
+    def save(result: dict) -> None:
+        with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
+            f.write(table(result) + "\n")
+
+    result = run(args, save)
+    save(result)
+    print(table(result))
+    return 0 if all(r["seconds"] for c in result["cases"] for r in c["rows"]) else 1
 
 
 if __name__ == "__main__":

@@ -34,10 +34,13 @@ def triton_available() -> bool:
     return _HAS_TRITON and (torch.cuda.is_available() or triton_interpreting())
 
 
+# Read once: the registration never changes after import, and torch.compile cannot trace the query.
+_CUDA_KERNELS = native_available() and torch._C._dispatch_has_kernel_for_dispatch_key("bldm_fast::sample_step", "CUDA")
+
+
 def cuda_available() -> bool:
     """Whether the CUDA backend can run: a GPU, and bldm_fast._C built with the CUDA kernels."""
-    return (native_available() and torch.cuda.is_available()
-            and torch._C._dispatch_has_kernel_for_dispatch_key("bldm_fast::sample_step", "CUDA"))
+    return _CUDA_KERNELS and torch.cuda.is_available()
 
 
 _MISSING = {

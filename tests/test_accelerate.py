@@ -148,7 +148,7 @@ L, C = 4, 8
 def make_official(dataset="churches", beta_type="linear", total_steps=12, p_flip=True, device="cpu"):
     den = StubDenoiser(L, C, num_classes=1000 if dataset.startswith("imagenet") else None, seed=1).to(device)
     return OfficialBinaryDiffusion(den, total_steps=total_steps, beta_type=beta_type, latent_shape=(1, 2, 2),
-                                   codebook_size=C, p_flip=p_flip, dataset=dataset)
+                                   codebook_size=C, p_flip=p_flip, dataset=dataset).to(device)
 
 
 def official_mask(seed=4):

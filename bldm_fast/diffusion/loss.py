@@ -50,6 +50,12 @@ def _splitmix64(seed: int, offset: int) -> int:
     return z ^ (z >> 31)
 
 
+def _fraction(count: torch.Tensor, total: int) -> torch.Tensor:
+    """``count / total`` in float32, correctly rounded on every device: CUDA divides a tensor by a
+    Python number as a multiplication by its reciprocal (1 ulp off), by a tensor it does not."""
+    return count.to(torch.float32) / torch.tensor(float(total), device=count.device)
+
+
 def _popcount_per_sample(packed: torch.Tensor) -> torch.Tensor:
     """Set bits per sample of uint8 ``(B, ..., nb)`` packed bits, int64 ``(B,)`` (SWAR popcount)."""
     x = packed.reshape(packed.shape[0], -1)
@@ -343,7 +349,7 @@ def training_loss(denoiser, x0_packed: torch.Tensor, schedule: BernoulliSchedule
             nlt = ~pack_bits(logits < 0, backend=backend)
             pred = (gt & ~xt_packed) | (nlt & xt_packed)
             errors = _popcount_per_sample(pred ^ flip).sum()
-            acc = (numel - errors).to(torch.float32) / float(numel)
+            acc = _fraction(numel - errors, numel)
     else:
         l = logits.to(ft)
         x_t = x_in.to(ft)
@@ -364,7 +370,7 @@ def training_loss(denoiser, x0_packed: torch.Tensor, schedule: BernoulliSchedule
         loss = (_bview(w, nd) * kl).mean()
         bce_loss = kl.detach().mean()
         with torch.no_grad():
-            acc = (((lf > 0) == (x0 > 0)).sum().to(torch.float32) / float(numel))
+            acc = _fraction(((lf > 0) == (x0 > 0)).sum(), numel)
 
     out = {"loss": loss, "bce_loss": bce_loss, "acc": acc}
 

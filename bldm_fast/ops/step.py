@@ -1,5 +1,6 @@
 """sample_step: one fused reverse step of the Bernoulli sampler (DESIGN.md section 5)."""
 
+import functools
 import math
 
 import numpy as np
@@ -42,14 +43,20 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
+@functools.lru_cache(maxsize=16)
+def _schedule(num_steps: int, kind: str) -> BernoulliSchedule:
+    return BernoulliSchedule(num_steps, kind)
+
+
 @torch.compiler.assume_constant_result
-def _host_scalars(schedule: BernoulliSchedule, t: int, t_prev: int, temperature: float, guidance: float):
+def _host_scalars(num_steps: int, kind: str, t: int, t_prev: int, temperature: float, guidance: float):
     """The float32 scalars every backend takes: ``(inv_temp, g, k_prev, b_prev, qh, ql)``.
 
-    Constants for torch.compile: they depend on Python numbers only.
+    Constants for torch.compile: they depend on Python numbers only (the schedule is named by its
+    ``(num_steps, kind)``, since torch 2.11's compiler takes no object as a constant argument).
     """
     final = t_prev == 0
-    k_prev, b_prev, qh, ql = (0.0, 0.0, 0.0, 0.0) if final else schedule.step_constants(t, t_prev)
+    k_prev, b_prev, qh, ql = (0.0, 0.0, 0.0, 0.0) if final else _schedule(num_steps, kind).step_constants(t, t_prev)
     return _f32(1.0 / temperature), _f32(guidance), k_prev, b_prev, qh, ql
 
 
@@ -127,7 +134,8 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t: int, t_prev: i
         known = _packed_condition(known, "known", channels, leading, device, backend)
     seed, offset = resolve_stream(generator, seed, offset, logits.numel())
     uncond = uncond_logits if guidance != 0 else None
-    args = (*_host_scalars(schedule, t, t_prev, temperature, float(guidance)), t_prev == 0, bool(predict_flip))
+    args = (*_host_scalars(schedule.num_steps, schedule.kind, t, t_prev, temperature, float(guidance)), t_prev == 0,
+            bool(predict_flip))
     if backend == "reference":
         packed, probs, unpacked = ref.sample_step(logits, uncond, xt_packed, mask, known, *args, seed, offset,
                                                   return_probs, out_dtype)

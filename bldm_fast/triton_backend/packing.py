@@ -1,4 +1,4 @@
-"""pack_bits / unpack_bits as Triton kernels (one ``[BLOCK, 8]`` tile per program)."""
+"""pack_bits / unpack_bits as Triton kernels (one ``[8, BLOCK]`` tile per program)."""
 
 import torch
 import triton

@@ -53,10 +53,10 @@ def to_uniform(word):
 
 @triton.jit
 def element_words(o_elem, o_byte, o_bit, base, seed_lo, seed_hi, ALIGNED: tl.constexpr):
-    """The word of each element of a ``[BLOCK, 8]`` tile (``o_elem`` flat element indices,
-    ``o_byte`` the packed byte of each tile row, ``o_bit`` = arange(8)).
+    """The word of each element of an ``[8, BLOCK]`` tile (``o_elem`` flat element indices,
+    ``o_byte`` the packed byte of each tile column, ``o_bit`` = arange(8)).
 
-    ALIGNED (``C % 8 == 0``): row ``g`` holds elements ``8g .. 8g+7``, the words of counters
+    ALIGNED (``C % 8 == 0``): column ``g`` holds elements ``8g .. 8g+7``, the words of counters
     ``base + 2g`` and ``base + 2g + 1``: two Philox calls per 8 elements. Otherwise one call per
     element, taking word ``i % 4`` of counter ``base + i // 4``.
     """
@@ -64,9 +64,9 @@ def element_words(o_elem, o_byte, o_bit, base, seed_lo, seed_hi, ALIGNED: tl.con
         n = base + (o_byte * 2).to(tl.uint64)
         a0, a1, a2, a3 = philox_words(n, seed_lo, seed_hi)
         b0, b1, b2, b3 = philox_words(n + 1, seed_lo, seed_hi)
-        j = o_bit[None, :]
-        lo = pick4(j, a0[:, None], a1[:, None], a2[:, None], a3[:, None])
-        hi = pick4(j - 4, b0[:, None], b1[:, None], b2[:, None], b3[:, None])
+        j = o_bit[:, None]
+        lo = pick4(j, a0[None, :], a1[None, :], a2[None, :], a3[None, :])
+        hi = pick4(j - 4, b0[None, :], b1[None, :], b2[None, :], b3[None, :])
         return tl.where(j < 4, lo, hi)
     n = base + (o_elem // 4).to(tl.uint64)
     r0, r1, r2, r3 = philox_words(n, seed_lo, seed_hi)

@@ -21,7 +21,7 @@ def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr
                  FINAL: tl.constexpr, PREDICT_FLIP: tl.constexpr, STORE_PROBS: tl.constexpr,
                  STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr):
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
-    cond = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)  # [BLOCK, 8]
+    cond = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)  # [8, BLOCK]
     if GUIDED:
         unc = tl.load(uncond_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)
         d = cond - unc

@@ -14,8 +14,8 @@ def _fill_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constex
     o_ctr = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] counters
     r0, r1, r2, r3 = philox_words(stream_base(off_lo, off_hi) + o_ctr.to(tl.uint64), seed_lo, seed_hi)
     o_word = tl.arange(0, 4)
-    w = pick4(o_word[None, :], r0[:, None], r1[:, None], r2[:, None], r3[:, None])  # [BLOCK, 4]
-    o_elem = o_ctr[:, None] * 4 + o_word[None, :]
+    w = pick4(o_word[:, None], r0[None, :], r1[None, :], r2[None, :], r3[None, :])  # [4, BLOCK]
+    o_elem = o_ctr[None, :] * 4 + o_word[:, None]
     if UNIFORM:
         tl.store(out_ptr + o_elem, to_uniform(w), mask=o_elem < n)
     else:

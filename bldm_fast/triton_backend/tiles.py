@@ -1,8 +1,13 @@
-"""The ``[BLOCK, 8]`` tile every kernel works on: one row per packed byte, one column per bit.
+"""The ``[8, BLOCK]`` tile every kernel works on: one column per packed byte, one row per bit.
 
-Row ``g`` is packed byte ``g`` of the flat ``(rows, ceil(C/8))`` packed tensor; column ``j`` is
+Column ``g`` is packed byte ``g`` of the flat ``(rows, ceil(C/8))`` packed tensor; row ``j`` is
 its bit ``j``, channel ``8 * (g % NB) + j`` of row ``g // NB`` of the unpacked ``(rows, C)``
 tensor. Reading the unpacked side this way is contiguous when ``C % 8 == 0`` (ALIGNED).
+
+Bits lead, bytes trail: Triton's default layout spreads the trailing axis over threads, so each
+thread holds whole bytes, and per-byte values (the Philox words of its counters, thresholds, the
+packed byte) live in one thread each. With bytes leading, each byte's 8 bits sat on 8 threads,
+which computed its Philox words 8 times over (seen in the SASS of the noise kernel).
 """
 
 import os
@@ -14,8 +19,8 @@ import triton.language as tl
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 # Packed bytes per program. On a GPU 512 bytes is 4096 elements: with 4 warps each thread owns
 # 32 elements, i.e. eight 16-byte loads per fp32 input in flight, enough to cover HBM latency
-# (not yet measured on a GPU: benchmarks/gpu_check.sh will tell). The interpreter runs each
-# program as numpy calls, so there fewer, larger programs are faster.
+# (derived, not tuned: the H200 runs of benchmarks/gpu_check.sh measured this setting only).
+# The interpreter runs each program as numpy calls, so there fewer, larger programs are faster.
 BLOCK_BYTES = 4096 if INTERPRETING else 512
 NUM_WARPS = 4
 
@@ -54,33 +59,47 @@ def bits_view(out: torch.Tensor | None) -> tuple[torch.Tensor | None, int]:
 @triton.jit
 def byte_tile(n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
     """Indices and masks of this program's tile: ``o_byte``/``m_byte`` ``[BLOCK]``, ``o_bit``
-    ``[8]``, ``o_elem``/``m_elem`` ``[BLOCK, 8]`` (int64 flat element indices)."""
+    ``[8]``, ``o_elem``/``m_elem`` ``[8, BLOCK]`` (int64 flat element indices)."""
     o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m_byte = o_byte < n_bytes
     o_bit = tl.arange(0, 8)
     if ALIGNED:
-        o_elem = o_byte[:, None] * 8 + o_bit[None, :]
-        m_elem = m_byte[:, None] & (o_bit[None, :] < 8)
+        o_elem = o_byte[None, :] * 8 + o_bit[:, None]
+        m_elem = m_byte[None, :] & (o_bit[:, None] < 8)
     else:
-        ch = (o_byte % NB)[:, None] * 8 + o_bit[None, :]
-        o_elem = (o_byte // NB)[:, None] * C + ch
-        m_elem = m_byte[:, None] & (ch < C)
+        ch = (o_byte % NB)[None, :] * 8 + o_bit[:, None]
+        o_elem = (o_byte // NB)[None, :] * C + ch
+        m_elem = m_byte[None, :] & (ch < C)
     return o_byte, m_byte, o_bit, o_elem, m_elem
 
 
 @triton.jit
+def sample_of(o_byte, bytes_per_sample, WIDE: tl.constexpr):
+    """``o_byte // bytes_per_sample``: in uint32 unless the tensor has 2^31 bytes or more (WIDE),
+    since a 64-bit division is a long software routine on the GPU."""
+    if WIDE:
+        return o_byte // bytes_per_sample
+    return o_byte.to(tl.uint32) // bytes_per_sample.to(tl.uint32)
+
+
+def wide(n_bytes: int) -> bool:
+    """The WIDE flag of :func:`sample_of` for a tensor of ``n_bytes`` packed bytes."""
+    return n_bytes >= 2**31
+
+
+@triton.jit
 def unpack_tile(byte, o_bit):
-    """``[BLOCK]`` uint8 bytes -> ``[BLOCK, 8]`` bool bits, LSB first."""
-    return ((byte.to(tl.int32)[:, None] >> o_bit[None, :]) & 1) != 0
+    """``[BLOCK]`` uint8 bytes -> ``[8, BLOCK]`` bool bits, LSB first."""
+    return ((byte.to(tl.int32)[None, :] >> o_bit[:, None]) & 1) != 0
 
 
 @triton.jit
 def store_bits(ptr, o_elem, bit, m_elem, ONE: tl.constexpr):
-    """Store ``[BLOCK, 8]`` bool bits as 0/1 through an integer view (see :func:`bits_view`)."""
+    """Store ``[8, BLOCK]`` bool bits as 0/1 through an integer view (see :func:`bits_view`)."""
     tl.store(ptr + o_elem, bit.to(ptr.dtype.element_ty) * ONE, mask=m_elem)
 
 
 @triton.jit
 def pack_tile(bit, o_bit):
-    """``[BLOCK, 8]`` bool bits -> ``[BLOCK]`` uint8 bytes, LSB first."""
-    return tl.sum(bit.to(tl.int32) << o_bit[None, :], axis=1).to(tl.uint8)
+    """``[8, BLOCK]`` bool bits -> ``[BLOCK]`` uint8 bytes, LSB first."""
+    return tl.sum(bit.to(tl.int32) << o_bit[:, None], axis=0).to(tl.uint8)

@@ -16,7 +16,7 @@ __global__ void __launch_bounds__(kThreads) flip_bce_kernel(FlipBceArgs a) {
   float sum = 0.0f;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
     const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
-    const int64_t b = row / a.rows_per_sample;
+    const int64_t b = div_nonneg(row, a.rows_per_sample);
     const float w1 = a.pos_weight[b], w0 = a.neg_weight[b];
     const uint8_t y = a.target[g];
 #pragma unroll

@@ -9,7 +9,7 @@ __global__ void __launch_bounds__(kThreads) noise_kernel(NoiseArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
     const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
-    const int64_t b = row / a.rows_per_sample;
+    const int64_t b = div_nonneg(row, a.rows_per_sample);
     const float thr1 = a.thresholds[2 * b], thr0 = a.thresholds[2 * b + 1];
     const uint8_t x0 = a.x0[g];
     const ByteWords w = byte_words(a.seed, a.offset, i0, nbits);
