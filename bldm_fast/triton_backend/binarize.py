@@ -7,21 +7,32 @@ import triton.language as tl
 
 from . import tiles
 from .fmath import stable_sigmoid
-from .philox import element_words, halves, stream_base, to_uniform
-from .tiles import byte_tile, pack_tile
+from .philox import half_words, halves, stream_base, to_uniform
+from .tiles import half_tile, pack_tile
+
+
+@triton.jit
+def _binarize_half(logits_ptr, o_byte, m_byte, C, NB, seed_lo, seed_hi, off_lo, off_hi, H: tl.constexpr,
+                   ALIGNED: tl.constexpr, BERNOULLI: tl.constexpr):
+    """Bits ``4H .. 4H+3`` of each packed byte (``tiles.half_tile``), as uint8 ``[BLOCK]``."""
+    o_bit, o_elem, m_elem = half_tile(o_byte, m_byte, C, NB, H, ALIGNED)
+    l = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)
+    if BERNOULLI:
+        w = half_words(o_elem, o_byte, H, stream_base(off_lo, off_hi), seed_lo, seed_hi, ALIGNED)
+        bit = to_uniform(w) < stable_sigmoid(l)
+    else:
+        bit = l > 0.0
+    return pack_tile(bit & m_elem, o_bit)
 
 
 @triton.jit(do_not_specialize=[*tiles.TILE_SIZES, *tiles.STREAM])
 def _binarize_kernel(logits_ptr, packed_ptr, n_bytes, C, NB, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr,
                      ALIGNED: tl.constexpr, BERNOULLI: tl.constexpr):
-    o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
-    l = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)
-    if BERNOULLI:
-        w = element_words(o_elem, o_byte, o_bit, stream_base(off_lo, off_hi), seed_lo, seed_hi, ALIGNED)
-        bit = to_uniform(w) < stable_sigmoid(l)
-    else:
-        bit = l > 0.0
-    tl.store(packed_ptr + o_byte, pack_tile(bit & m_elem, o_bit), mask=m_byte)
+    o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m_byte = o_byte < n_bytes
+    lo = _binarize_half(logits_ptr, o_byte, m_byte, C, NB, seed_lo, seed_hi, off_lo, off_hi, 0, ALIGNED, BERNOULLI)
+    hi = _binarize_half(logits_ptr, o_byte, m_byte, C, NB, seed_lo, seed_hi, off_lo, off_hi, 1, ALIGNED, BERNOULLI)
+    tl.store(packed_ptr + o_byte, lo | hi, mask=m_byte)
 
 
 @triton.jit(do_not_specialize=["n"])

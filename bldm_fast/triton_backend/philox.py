@@ -71,3 +71,17 @@ def element_words(o_elem, o_byte, o_bit, base, seed_lo, seed_hi, ALIGNED: tl.con
     n = base + (o_elem // 4).to(tl.uint64)
     r0, r1, r2, r3 = philox_words(n, seed_lo, seed_hi)
     return pick4(o_elem % 4, r0, r1, r2, r3)
+
+
+@triton.jit
+def half_words(o_elem, o_byte, H: tl.constexpr, base, seed_lo, seed_hi, ALIGNED: tl.constexpr):
+    """:func:`element_words` for half ``H`` of a tile (``o_elem`` ``[4, BLOCK]``, see
+    ``tiles.half_tile``). ALIGNED: column ``g`` takes the four words of counter ``base + 2g + H``,
+    one Philox call per half byte."""
+    if ALIGNED:
+        r0, r1, r2, r3 = philox_words(base + (o_byte * 2 + H).to(tl.uint64), seed_lo, seed_hi)
+        j = tl.arange(0, 4)[:, None]
+        return pick4(j, r0[None, :], r1[None, :], r2[None, :], r3[None, :])
+    n = base + (o_elem // 4).to(tl.uint64)
+    r0, r1, r2, r3 = philox_words(n, seed_lo, seed_hi)
+    return pick4(o_elem % 4, r0, r1, r2, r3)

@@ -1,7 +1,7 @@
 """sample_step as one Triton kernel: logits (+ uncond) and packed x_t read once, packed
-x_{t_prev} (+ probabilities, + next model input) written once. The math is DESIGN.md section 5
-in the operation order of kernels/include/bldm_fast/step_math.h, so a GPU run rounds like the
-C++ kernels: the same Cephes exp, IEEE division (``div_rn``; Triton's ``/`` is approximate) and
+x_{t_prev} (+ probabilities, + next model input) written once, each byte as two halves of 4 bits
+(``tiles.half_tile``). The math is DESIGN.md section 5 in the operation order of
+kernels/include/bldm_fast/step_math.h, so a GPU run rounds like the C++ kernels: the same Cephes exp, IEEE division (``div_rn``; Triton's ``/`` is approximate) and
 no fused multiply-add (launched with ``enable_fp_fusion=False``)."""
 
 import torch
@@ -10,18 +10,19 @@ import triton.language as tl
 
 from . import tiles
 from .fmath import exp_nonpositive
-from .philox import element_words, halves, stream_base, to_uniform
-from .tiles import bits_view, byte_tile, pack_tile, store_bits, unpack_tile
+from .philox import half_words, halves, stream_base, to_uniform
+from .tiles import bits_view, half_tile, pack_tile, store_bits, unpack_tile
 
 
-@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "inv_temp", "g", "k_prev", "b_prev", "qh", "ql", *tiles.STREAM])
-def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr, probs_ptr, unpacked_ptr,
-                 nan_ptr, n_bytes, C, NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi,
-                 BLOCK: tl.constexpr, ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr,
-                 FINAL: tl.constexpr, PREDICT_FLIP: tl.constexpr, STORE_PROBS: tl.constexpr,
-                 STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr):
-    o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
-    cond = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)  # [8, BLOCK]
+@triton.jit
+def _step_half(logits_ptr, uncond_ptr, probs_ptr, unpacked_ptr, o_byte, m_byte, xt_byte, mask_byte, known_byte, C,
+               NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi, H: tl.constexpr,
+               ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr, FINAL: tl.constexpr,
+               PREDICT_FLIP: tl.constexpr, STORE_PROBS: tl.constexpr, STORE_UNPACKED: tl.constexpr,
+               ONE: tl.constexpr):
+    """Bits ``4H .. 4H+3`` of each byte: ``(their packed bits [BLOCK] uint8, NaN count)``."""
+    o_bit, o_elem, m_elem = half_tile(o_byte, m_byte, C, NB, H, ALIGNED)
+    cond = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)  # [4, BLOCK]
     if GUIDED:
         unc = tl.load(uncond_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)
         d = cond - unc
@@ -29,7 +30,7 @@ def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr
         l = (cond + gd) * inv_temp
     else:
         l = cond * inv_temp
-    xt = unpack_tile(tl.load(xt_ptr + o_byte, mask=m_byte, other=0), o_bit)
+    xt = unpack_tile(xt_byte, o_bit)
     flip = xt & PREDICT_FLIP
     # sigmoid(+-|l|) from one exp, p0 = P(x_0 = 1), p0c = P(x_0 = 0)
     e = exp_nonpositive(-tl.abs(l))
@@ -48,19 +49,40 @@ def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr
         a0 = k_prev * p0c + b_prev
         n1 = a1 * tl.where(xt, qh, ql)
         prob = tl.math.div_rn(n1, n1 + a0 * tl.where(xt, ql, qh))
-        w = element_words(o_elem, o_byte, o_bit, stream_base(off_lo, off_hi), seed_lo, seed_hi, ALIGNED)
+        w = half_words(o_elem, o_byte, H, stream_base(off_lo, off_hi), seed_lo, seed_hi, ALIGNED)
         bit = to_uniform(w) < prob
     if MASKED:
-        m = unpack_tile(tl.load(mask_ptr + o_byte, mask=m_byte, other=0), o_bit)
-        k = unpack_tile(tl.load(known_ptr + o_byte, mask=m_byte, other=0), o_bit)
-        bit = tl.where(m, k, bit)
+        bit = tl.where(unpack_tile(mask_byte, o_bit), unpack_tile(known_byte, o_bit), bit)
     bit = bit & m_elem
-    tl.store(packed_ptr + o_byte, pack_tile(bit, o_bit), mask=m_byte)
     if STORE_PROBS:
         tl.store(probs_ptr + o_elem, prob, mask=m_elem)
     if STORE_UNPACKED:
         store_bits(unpacked_ptr, o_elem, bit, m_elem, ONE)
-    has_nan = tl.max(((l != l) & m_elem).to(tl.int32))
+    return pack_tile(bit, o_bit), tl.max(((l != l) & m_elem).to(tl.int32))
+
+
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "inv_temp", "g", "k_prev", "b_prev", "qh", "ql", *tiles.STREAM])
+def _step_kernel(logits_ptr, uncond_ptr, xt_ptr, mask_ptr, known_ptr, packed_ptr, probs_ptr, unpacked_ptr,
+                 nan_ptr, n_bytes, C, NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi,
+                 BLOCK: tl.constexpr, ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr,
+                 FINAL: tl.constexpr, PREDICT_FLIP: tl.constexpr, STORE_PROBS: tl.constexpr,
+                 STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr):
+    o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m_byte = o_byte < n_bytes
+    xt_byte = tl.load(xt_ptr + o_byte, mask=m_byte, other=0)
+    mask_byte = xt_byte  # mask_byte and known_byte are read only when MASKED
+    known_byte = xt_byte
+    if MASKED:
+        mask_byte = tl.load(mask_ptr + o_byte, mask=m_byte, other=0)
+        known_byte = tl.load(known_ptr + o_byte, mask=m_byte, other=0)
+    lo, nan_lo = _step_half(logits_ptr, uncond_ptr, probs_ptr, unpacked_ptr, o_byte, m_byte, xt_byte, mask_byte,
+                            known_byte, C, NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi,
+                            0, ALIGNED, GUIDED, MASKED, FINAL, PREDICT_FLIP, STORE_PROBS, STORE_UNPACKED, ONE)
+    hi, nan_hi = _step_half(logits_ptr, uncond_ptr, probs_ptr, unpacked_ptr, o_byte, m_byte, xt_byte, mask_byte,
+                            known_byte, C, NB, inv_temp, g, k_prev, b_prev, qh, ql, seed_lo, seed_hi, off_lo, off_hi,
+                            1, ALIGNED, GUIDED, MASKED, FINAL, PREDICT_FLIP, STORE_PROBS, STORE_UNPACKED, ONE)
+    tl.store(packed_ptr + o_byte, lo | hi, mask=m_byte)
+    has_nan = tl.maximum(nan_lo, nan_hi)
     if has_nan > 0:
         tl.atomic_max(nan_ptr, has_nan)
 

@@ -57,12 +57,8 @@ def bits_view(out: torch.Tensor | None) -> tuple[torch.Tensor | None, int]:
 
 
 @triton.jit
-def byte_tile(n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
-    """Indices and masks of this program's tile: ``o_byte``/``m_byte`` ``[BLOCK]``, ``o_bit``
-    ``[8]``, ``o_elem``/``m_elem`` ``[8, BLOCK]`` (int64 flat element indices)."""
-    o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m_byte = o_byte < n_bytes
-    o_bit = tl.arange(0, 8)
+def _elements(o_byte, m_byte, o_bit, C, NB, ALIGNED: tl.constexpr):
+    """Flat element indices and masks ``[len(o_bit), BLOCK]`` of bits ``o_bit`` of bytes ``o_byte``."""
     if ALIGNED:
         o_elem = o_byte[None, :] * 8 + o_bit[:, None]
         m_elem = m_byte[None, :] & (o_bit[:, None] < 8)
@@ -70,7 +66,32 @@ def byte_tile(n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
         ch = (o_byte % NB)[None, :] * 8 + o_bit[:, None]
         o_elem = (o_byte // NB)[None, :] * C + ch
         m_elem = m_byte[None, :] & (ch < C)
+    return o_elem, m_elem
+
+
+@triton.jit
+def byte_tile(n_bytes, C, NB, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+    """Indices and masks of this program's tile: ``o_byte``/``m_byte`` ``[BLOCK]``, ``o_bit``
+    ``[8]``, ``o_elem``/``m_elem`` ``[8, BLOCK]`` (int64 flat element indices)."""
+    o_byte = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m_byte = o_byte < n_bytes
+    o_bit = tl.arange(0, 8)
+    o_elem, m_elem = _elements(o_byte, m_byte, o_bit, C, NB, ALIGNED)
     return o_byte, m_byte, o_bit, o_elem, m_elem
+
+
+@triton.jit
+def half_tile(o_byte, m_byte, C, NB, H: tl.constexpr, ALIGNED: tl.constexpr):
+    """Half ``H`` (bits ``4H .. 4H+3``) of :func:`byte_tile`'s tile: ``o_bit`` ``[4]``,
+    ``o_elem``/``m_elem`` ``[4, BLOCK]``.
+
+    Kernels that load 4-byte logits work on two halves: Triton loads at most 16 bytes per thread
+    at once, so an ``[8, BLOCK]`` float32 tile puts each byte on two threads, and per-byte work
+    (the Philox words) is done on both; a ``[4, BLOCK]`` half keeps each byte's half in one
+    thread, and both halves of a byte in the same one."""
+    o_bit = 4 * H + tl.arange(0, 4)
+    o_elem, m_elem = _elements(o_byte, m_byte, o_bit, C, NB, ALIGNED)
+    return o_bit, o_elem, m_elem
 
 
 @triton.jit
@@ -89,7 +110,7 @@ def wide(n_bytes: int) -> bool:
 
 @triton.jit
 def unpack_tile(byte, o_bit):
-    """``[BLOCK]`` uint8 bytes -> ``[8, BLOCK]`` bool bits, LSB first."""
+    """``[BLOCK]`` uint8 bytes -> ``[len(o_bit), BLOCK]`` bool bits ``o_bit`` (LSB = bit 0)."""
     return ((byte.to(tl.int32)[None, :] >> o_bit[:, None]) & 1) != 0
 
 
@@ -101,5 +122,5 @@ def store_bits(ptr, o_elem, bit, m_elem, ONE: tl.constexpr):
 
 @triton.jit
 def pack_tile(bit, o_bit):
-    """``[8, BLOCK]`` bool bits -> ``[BLOCK]`` uint8 bytes, LSB first."""
+    """``[len(o_bit), BLOCK]`` bool bits ``o_bit`` -> ``[BLOCK]`` uint8 bytes (LSB = bit 0)."""
     return tl.sum(bit.to(tl.int32) << o_bit[:, None], axis=0).to(tl.uint8)

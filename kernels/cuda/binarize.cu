@@ -1,4 +1,5 @@
-// binarize / quantize_probs: one thread per packed byte (binarize) or per element (quantize).
+// binarize / quantize_probs: one thread per packed byte (binarize, 16-byte logit loads where
+// aligned) or per element (quantize).
 #include "bldm_fast/packing.h"
 #include "bldm_fast/step_math.h"
 #include "device_utils.cuh"
@@ -6,21 +7,22 @@
 namespace bldm_fast::cuda {
 namespace {
 
-template <typename T>
+template <typename T, bool kAligned>
 __global__ void __launch_bounds__(kThreads) binarize_kernel(const T* logits, int64_t rows, int64_t channels,
                                                              bool bernoulli, uint64_t seed, uint64_t offset,
                                                              uint8_t* packed) {
   const int64_t nb = packed_size(channels), n_bytes = rows * nb;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
-    const auto [row, i0, nbits] = byte_span(g, nb, channels);
+    const auto [row, i0, nbits] = byte_span<kAligned>(g, nb, channels);
     ByteWords w{};
     if (bernoulli) w = byte_words(seed, offset, i0, nbits);
+    float l[8];
+    load8(logits, i0, nbits, l);
     uint8_t out = 0;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       if (j < nbits) {
-        const float l = to_f(logits[i0 + j]);
-        const bool bit = bernoulli ? word_to_uniform(w.word(j)) < stable_sigmoid(l) : l > 0.0f;
+        const bool bit = bernoulli ? word_to_uniform(w.word(j)) < stable_sigmoid(l[j]) : l[j] > 0.0f;
         out |= static_cast<uint8_t>(bit << j);
       }
     }
@@ -44,8 +46,10 @@ cudaError_t binarize(const void* logits, DType logits_dtype, int64_t rows, int64
   if (n_bytes == 0) return cudaSuccess;
   return with_logits_type(logits_dtype, [&](auto tag) {
     using T = decltype(tag);
-    binarize_kernel<T><<<grid_blocks(n_bytes), kThreads, 0, stream>>>(static_cast<const T*>(logits), rows, channels,
-                                                                       bernoulli, seed, offset, packed);
+    with_alignment(channels, [&](auto aligned) {
+      binarize_kernel<T, decltype(aligned)::value><<<grid_blocks(n_bytes), kThreads, 0, stream>>>(
+          static_cast<const T*>(logits), rows, channels, bernoulli, seed, offset, packed);
+    });
   });
 }
 

@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "bldm_fast/philox.h"
 #include "launchers.h"
@@ -92,9 +94,73 @@ __device__ __forceinline__ int64_t div_nonneg(int64_t a, int64_t b) {
   return a / b;
 }
 
+// kAligned (C % 8 == 0): byte g holds elements 8g .. 8g+7, and the compiler sees nbits == 8 and
+// i0 % 8 == 0, which turns byte_words' word selection into static register picks.
+template <bool kAligned = false>
 __device__ __forceinline__ ByteSpan byte_span(int64_t g, int64_t nb, int64_t channels) {
-  const int64_t row = div_nonneg(g, nb), k = g - row * nb, left = channels - 8 * k;
-  return ByteSpan{row, row * channels + 8 * k, left < 8 ? static_cast<int>(left) : 8};
+  const int64_t row = div_nonneg(g, nb);
+  if constexpr (kAligned) {
+    return ByteSpan{row, 8 * g, 8};
+  } else {
+    const int64_t k = g - row * nb, left = channels - 8 * k;
+    return ByteSpan{row, row * channels + 8 * k, left < 8 ? static_cast<int>(left) : 8};
+  }
+}
+
+// Calls launch(std::true_type{}) when C % 8 == 0, else launch(std::false_type{}): the kAligned
+// template argument of a kernel.
+template <typename Launch>
+void with_alignment(int64_t channels, Launch&& launch) {
+  if (channels % 8 == 0) {
+    launch(std::true_type{});
+  } else {
+    launch(std::false_type{});
+  }
+}
+
+// v[j] = p[i0 + j] as float for j < nbits (0 beyond); 16-byte loads where the byte holds 8
+// channels at a 16-byte aligned address.
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, int64_t i0, int nbits, float* v) {
+  const T* q = p + i0;
+  if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
+    if constexpr (sizeof(T) == 4) {
+      const float4 a = reinterpret_cast<const float4*>(q)[0], b = reinterpret_cast<const float4*>(q)[1];
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+      const uint4 raw = *reinterpret_cast<const uint4*>(q);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = j < nbits ? to_f(q[j]) : 0.0f;
+}
+
+// p[i0 + j] = v[j] in T for j < nbits; 16-byte stores where aligned as in load8.
+template <typename T>
+__device__ __forceinline__ void store8(T* p, int64_t i0, int nbits, const float* v) {
+  T* q = p + i0;
+  if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
+    if constexpr (sizeof(T) == 4) {
+      reinterpret_cast<float4*>(q)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(q)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+      T e[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) e[j] = from_f<T>(v[j]);
+      uint4 raw;
+      memcpy(&raw, e, sizeof(raw));
+      *reinterpret_cast<uint4*>(q) = raw;
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    if (j < nbits) q[j] = from_f<T>(v[j]);
+  }
 }
 
 // The Philox words of elements i0 .. i0+7 (i0 = first element of a packed byte): word(j) is

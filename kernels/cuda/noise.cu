@@ -5,10 +5,11 @@
 namespace bldm_fast::cuda {
 namespace {
 
+template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) noise_kernel(NoiseArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
-    const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
+    const auto [row, i0, nbits] = byte_span<kAligned>(g, nb, a.channels);
     const int64_t b = div_nonneg(row, a.rows_per_sample);
     const float thr1 = a.thresholds[2 * b], thr0 = a.thresholds[2 * b + 1];
     const uint8_t x0 = a.x0[g];
@@ -34,7 +35,9 @@ __global__ void __launch_bounds__(kThreads) noise_kernel(NoiseArgs a) {
 cudaError_t bernoulli_noise(const NoiseArgs& args, cudaStream_t stream) {
   const int64_t n_bytes = args.rows * packed_size(args.channels);
   if (n_bytes == 0) return cudaSuccess;
-  noise_kernel<<<grid_blocks(n_bytes), kThreads, 0, stream>>>(args);
+  with_alignment(args.channels, [&](auto aligned) {
+    noise_kernel<decltype(aligned)::value><<<grid_blocks(n_bytes), kThreads, 0, stream>>>(args);
+  });
   return cudaGetLastError();
 }
 

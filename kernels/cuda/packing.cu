@@ -1,9 +1,6 @@
 // pack_bits / unpack_bits: one thread per packed byte. Where each byte covers 8 whole channels
 // (C % 8 == 0) and the unpacked side is 16-byte aligned, a byte's 8 elements move as 16-byte
 // vectors (8 bytes for 1-byte dtypes); otherwise element by element.
-#include <cstring>
-#include <type_traits>
-
 #include "bldm_fast/packing.h"
 #include "device_utils.cuh"
 

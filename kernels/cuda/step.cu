@@ -10,34 +10,14 @@
 namespace bldm_fast::cuda {
 namespace {
 
-// v[j] = p[i0 + j] as float for j < nbits (0 beyond).
-template <typename T>
-__device__ __forceinline__ void load8(const T* p, int64_t i0, int nbits, float* v) {
-  const T* q = p + i0;
-  if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
-    if constexpr (sizeof(T) == 4) {
-      const float4 a = reinterpret_cast<const float4*>(q)[0], b = reinterpret_cast<const float4*>(q)[1];
-      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-    } else {
-      const uint4 raw = *reinterpret_cast<const uint4*>(q);
-      const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
-    }
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < 8; ++j) v[j] = j < nbits ? to_f(q[j]) : 0.0f;
-}
-
-template <typename T>
+template <typename T, bool kAligned>
 __global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
   const T* cond = static_cast<const T*>(a.logits);
   const T* uncond = static_cast<const T*>(a.uncond);
   int nan = 0;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
-    const auto [row, i0, nbits] = byte_span(g, nb, a.channels);
+    const auto [row, i0, nbits] = byte_span<kAligned>(g, nb, a.channels);
     float l[8];
     load8(cond, i0, nbits, l);
     if (uncond) {
@@ -96,7 +76,9 @@ cudaError_t sample_step(const StepArgs& args, cudaStream_t stream) {
   if (n_bytes == 0) return cudaSuccess;
   const int blocks = grid_blocks(n_bytes);
   return with_logits_type(args.logits_dtype, [&](auto tag) {
-    step_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(args);
+    with_alignment(args.channels, [&](auto aligned) {
+      step_kernel<decltype(tag), decltype(aligned)::value><<<blocks, kThreads, 0, stream>>>(args);
+    });
   });
 }
 
