@@ -29,17 +29,20 @@ from bldm_fast.bench import baselines as bl
 
 C, L, T = 64, 256, 256
 T_STEP, T_PREV, GUIDANCE, TEMP = 128, 124, 2.0, 0.9
-SMOKE = False  # set by --smoke
 
 
-def timer(device: torch.device, smoke: bool):
-    """Median seconds of a call: triton.testing.do_bench on a GPU, perf_counter in smoke mode."""
-    if not smoke:
-        from triton.testing import do_bench
+class Timer:
+    """``timer(fn)``: median seconds of a call (triton.testing.do_bench on a GPU, perf_counter in
+    smoke mode); ``timer.busy(fn)``: its GPU-busy seconds, None in smoke mode."""
 
-        return lambda fn: do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e-3
+    def __init__(self, smoke: bool):
+        self.smoke = smoke
 
-    def cpu_median(fn):
+    def __call__(self, fn) -> float:
+        if not self.smoke:
+            from triton.testing import do_bench
+
+            return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e-3
         fn()
         times = []
         for _ in range(3):
@@ -48,7 +51,8 @@ def timer(device: torch.device, smoke: bool):
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
-    return cpu_median
+    def busy(self, fn) -> float | None:
+        return None if self.smoke else gpu_busy_seconds(fn)
 
 
 def copy_bandwidth(device, bench, nbytes: int) -> float:
@@ -76,10 +80,7 @@ def measured(bench, fn, moved: int, impl: str) -> dict:
     """One table row: the median seconds of ``fn`` (and on a GPU its GPU-busy seconds), or the
     error it raised (the run goes on)."""
     try:
-        row = dict(impl=impl, seconds=bench(fn), bytes=moved)
-        if torch.cuda.is_available() and not SMOKE:
-            row["gpu_seconds"] = gpu_busy_seconds(fn)
-        return row
+        return dict(impl=impl, seconds=bench(fn), bytes=moved, gpu_seconds=bench.busy(fn))
     except Exception as exc:  # noqa: BLE001  (a failing backend must not hide the others' rows)
         return dict(impl=impl, seconds=None, bytes=moved, error=f"{type(exc).__name__}: {str(exc)[:300]}")
 
@@ -182,7 +183,7 @@ def run(args, save) -> dict:
     """Measures every case, calling ``save(result)`` after each one."""
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    bench = timer(device, args.smoke)
+    bench = Timer(args.smoke)
     sizes = [2**14] if args.smoke else [2**24, 2**26]
     copy = copy_bandwidth(device, bench, 2**20 if args.smoke else 2**30)
     result = dict(machine=dict(
@@ -277,8 +278,6 @@ def main() -> int:
     p.add_argument("--deadline", type=float, default=0.0,
                    help="start no new case after this many seconds (0: no limit); skipped cases are listed")
     args = p.parse_args()
-    global SMOKE
-    SMOKE = args.smoke
     if not args.smoke and not torch.cuda.is_available():
         p.error("no CUDA GPU here: the timings need one (--smoke checks the script on the CPU)")
     os.makedirs(args.out, exist_ok=True)

@@ -52,8 +52,9 @@ def _splitmix64(seed: int, offset: int) -> int:
 
 def _fraction(count: torch.Tensor, total: int) -> torch.Tensor:
     """``count / total`` in float32, correctly rounded on every device: CUDA divides a tensor by a
-    Python number as a multiplication by its reciprocal (1 ulp off), by a tensor it does not."""
-    return count.to(torch.float32) / torch.tensor(float(total), device=count.device)
+    Python number as a multiplication by its reciprocal (1 ulp off), by a tensor it does not.
+    ``torch.full`` makes that tensor on the device without a host-to-device copy."""
+    return count.to(torch.float32) / torch.full((), float(total), dtype=torch.float32, device=count.device)
 
 
 def _popcount_per_sample(packed: torch.Tensor) -> torch.Tensor:

@@ -118,21 +118,47 @@ void with_alignment(int64_t channels, Launch&& launch) {
   }
 }
 
+// Move the 8 * sizeof(T) bytes at p (aligned to min(16, 8 * sizeof(T))) as 16-byte vectors (one
+// 8-byte vector for 1-byte T).
+template <typename T>
+__device__ __forceinline__ void load_vec8(const T* p, T* v) {
+  if constexpr (sizeof(T) == 1) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    memcpy(v, &raw, 8);
+  } else {
+    constexpr int kChunks = sizeof(T) / 2;
+    uint4 raw[kChunks];
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) raw[c] = reinterpret_cast<const uint4*>(p)[c];
+    memcpy(v, raw, sizeof(raw));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store_vec8(T* p, const T* v) {
+  if constexpr (sizeof(T) == 1) {
+    uint2 raw;
+    memcpy(&raw, v, 8);
+    *reinterpret_cast<uint2*>(p) = raw;
+  } else {
+    constexpr int kChunks = sizeof(T) / 2;
+    uint4 raw[kChunks];
+    memcpy(raw, v, sizeof(raw));
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = raw[c];
+  }
+}
+
 // v[j] = p[i0 + j] as float for j < nbits (0 beyond); 16-byte loads where the byte holds 8
 // channels at a 16-byte aligned address.
 template <typename T>
 __device__ __forceinline__ void load8(const T* p, int64_t i0, int nbits, float* v) {
   const T* q = p + i0;
   if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
-    if constexpr (sizeof(T) == 4) {
-      const float4 a = reinterpret_cast<const float4*>(q)[0], b = reinterpret_cast<const float4*>(q)[1];
-      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-    } else {
-      const uint4 raw = *reinterpret_cast<const uint4*>(q);
-      const T* e = reinterpret_cast<const T*>(&raw);
+    T e[8];
+    load_vec8(q, e);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
-    }
+    for (int j = 0; j < 8; ++j) v[j] = to_f(e[j]);
     return;
   }
 #pragma unroll
@@ -144,17 +170,10 @@ template <typename T>
 __device__ __forceinline__ void store8(T* p, int64_t i0, int nbits, const float* v) {
   T* q = p + i0;
   if (nbits == 8 && (reinterpret_cast<uintptr_t>(q) & 15) == 0) {
-    if constexpr (sizeof(T) == 4) {
-      reinterpret_cast<float4*>(q)[0] = make_float4(v[0], v[1], v[2], v[3]);
-      reinterpret_cast<float4*>(q)[1] = make_float4(v[4], v[5], v[6], v[7]);
-    } else {
-      T e[8];
+    T e[8];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) e[j] = from_f<T>(v[j]);
-      uint4 raw;
-      memcpy(&raw, e, sizeof(raw));
-      *reinterpret_cast<uint4*>(q) = raw;
-    }
+    for (int j = 0; j < 8; ++j) e[j] = from_f<T>(v[j]);
+    store_vec8(q, e);
     return;
   }
 #pragma unroll

@@ -7,36 +7,6 @@
 namespace bldm_fast::cuda {
 namespace {
 
-// The 8 * sizeof(T) bytes at p (aligned to min(16, 8 * sizeof(T))) as 16-byte (or one 8-byte) moves.
-template <typename T>
-__device__ __forceinline__ void load_vec8(const T* p, T* v) {
-  if constexpr (sizeof(T) == 1) {
-    const uint2 raw = *reinterpret_cast<const uint2*>(p);
-    memcpy(v, &raw, 8);
-  } else {
-    constexpr int kChunks = sizeof(T) / 2;
-    uint4 raw[kChunks];
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) raw[c] = reinterpret_cast<const uint4*>(p)[c];
-    memcpy(v, raw, sizeof(raw));
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ void store_vec8(T* p, const T* v) {
-  if constexpr (sizeof(T) == 1) {
-    uint2 raw;
-    memcpy(&raw, v, 8);
-    *reinterpret_cast<uint2*>(p) = raw;
-  } else {
-    constexpr int kChunks = sizeof(T) / 2;
-    uint4 raw[kChunks];
-    memcpy(raw, v, sizeof(raw));
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(p)[c] = raw[c];
-  }
-}
-
 __device__ __forceinline__ double as_double(double x) { return x; }
 __device__ __forceinline__ double as_double(float x) { return x; }
 __device__ __forceinline__ double as_double(__half x) { return __half2float(x); }
