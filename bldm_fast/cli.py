@@ -2,7 +2,7 @@
 
 Subcommands are entries of :data:`COMMANDS`, added with :func:`register`: a function that adds
 the options to an argparse sub-parser and a function that runs it and returns the exit code
-(later: encode, inspect, demo). Heavy imports (torch, the benchmark) happen inside the runner,
+Heavy imports (torch, the benchmark) happen inside the runner,
 so ``bldm-fast --help`` stays fast.
 
 Exit codes: 0 success, 1 the command ran and failed, 2 bad usage (argparse).
@@ -105,8 +105,8 @@ register(
 
 
 # ---------------------------------------------------------------------------------------------
-# demo / train (bldm_fast.demo), encode / inspect (bldm_fast.data): each module defines
-# add_<x>_arguments(parser) and run_<x>(args), imported when the command is built or run
+# the other commands: each module defines add_<x>_arguments(parser) and run_<x>(args) (``x`` the
+# command's name with "-" as "_"), imported only when that command is built or run
 # ---------------------------------------------------------------------------------------------
 
 
@@ -124,8 +124,14 @@ for _name, _module, _help in (
     ("train", "demo.train", "train the bundled digits model (autoencoder + denoiser) on scikit-learn's digits"),
     ("encode", "data.encode", "encode a folder of images into a packed-latent dataset with a binary autoencoder"),
     ("inspect", "data.inspect", "verify a packed-latent dataset (sizes, sha256) and print its summary"),
+    ("sample", "generate.sample", "sample images from official checkpoints, a bldm_fast run or the bundled model"),
+    ("decode", "generate.decode", "decode packed codes (sample's codes.npy or an encoded dataset) into PNG images"),
+    ("train-denoiser", "train.cli", "train a BLD denoiser on a packed-latent dataset (official recipe, DDP, resume)"),
+    ("export-official", "train.export", "write a bldm_fast training run as official-layout checkpoint files"),
+    ("env", "envinfo", "print the install: versions, CPU features, and each backend with why it is unavailable"),
 ):
-    register(_name, _help, _lazy(_module, f"add_{_name}_arguments"), _lazy(_module, f"run_{_name}"))
+    _attr = _name.replace("-", "_")
+    register(_name, _help, _lazy(_module, f"add_{_attr}_arguments"), _lazy(_module, f"run_{_attr}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +139,9 @@ for _name, _module, _help in (
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``bldm-fast`` parser. Only the options of the command named in ``argv`` are declared
+    (all of them when ``argv`` is None), so ``bldm-fast --help`` imports no command module."""
     parser = argparse.ArgumentParser(
         prog="bldm-fast", description="Fast Binary Latent Diffusion kernels: tools around bldm_fast."
     )
@@ -146,15 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {ver}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, (help_, add, _run) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        add(sp)
+        if chosen is None or name == chosen:
+            add(sp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``bldm-fast`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     _help, _add, run = COMMANDS[args.command]
     try:
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"bldm-fast {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
