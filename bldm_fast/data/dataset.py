@@ -185,49 +185,87 @@ class PackedLatentDataset(Dataset):
 
 
 class ContiguousBatchSampler(Sampler[list[int]]):
-    """Batches made of contiguous index runs, the run order shuffled each epoch.
+    """Batches made of contiguous index runs, the run order shuffled each epoch, split across ranks.
 
     ``[0, N)`` is cut into runs of ``run_length`` consecutive indices (the last may be shorter);
-    each epoch visits the runs in a random order (or in order with ``shuffle=False``) and cuts the
-    concatenation into batches of ``batch_size``. Every index appears exactly once per epoch (minus
-    the dropped tail with ``drop_last``). With ``run_length == batch_size`` (the default) most
-    batches are one contiguous slice: one memmap read, sequential on disk.
+    each epoch visits the runs in a random order (or in order with ``shuffle=False``). With
+    ``run_length == batch_size`` (the default) most batches are one contiguous slice: one memmap
+    read, sequential on disk.
+
+    Ranks (``torch.distributed``, like ``DistributedSampler``): the epoch's order is first made a
+    multiple of ``num_replicas`` long, by repeating its first indices (``pad=True``, the default)
+    or dropping its last ones (``pad=False``); ``n = ceil(N / R)`` or ``floor(N / R)`` indices per
+    rank. It is then cut into *global* batches of ``R * batch_size`` indices and rank ``r`` takes
+    the ``r``-th ``batch_size`` slice of each; the last, shorter global batch is split into ``R``
+    equal slices. So the ranks get disjoint index sets (apart from the padding) that together cover
+    the epoch, every rank gets exactly ``n`` indices and the same number of batches of the same
+    sizes, and the ranks' batches of one step, concatenated in rank order, are the batch a single
+    process with ``batch_size * R`` gets. ``drop_last`` drops a rank's last batch when it is shorter
+    than ``batch_size`` (on every rank alike).
 
     Args:
         data_source: the dataset (anything with ``len``) or its length ``N``.
-        batch_size: indices per batch, ``>= 1``.
+        batch_size: indices per batch (per rank), ``>= 1``.
         run_length: indices per contiguous run, ``>= 1`` (default ``batch_size``); smaller runs mix
             more images from different parts of the dataset into a batch.
         shuffle: shuffle the run order.
         drop_last: drop the last batch if it is smaller than ``batch_size``.
         seed: the order of epoch ``e`` is a function of ``(seed, e)`` (see :meth:`set_epoch`);
-            default: a fresh seed from torch's global RNG each epoch (like ``RandomSampler``).
+            default: a fresh seed from torch's global RNG each epoch (like ``RandomSampler``; only
+            with one replica, since every rank must compute the same order).
+        num_replicas: number of ranks ``R``; default: the world size of the initialised default
+            process group, else 1.
+        rank: this process's rank in ``[0, R)``; default: its rank in the process group, else 0.
+        pad: make the order a multiple of ``R`` long by repeating its first indices (True) or by
+            dropping the tail (False). No effect with one replica.
 
     Yields:
         lists of int indices (use as ``DataLoader(dataset, batch_sampler=...)``).
 
     Raises:
-        TypeError / ValueError: bad sizes.
+        TypeError: a size, ``num_replicas`` or ``rank`` that is not an int. ValueError: sizes
+            ``< 1``, ``rank`` outside ``[0, num_replicas)``, no ``seed`` with ``num_replicas > 1``.
     """
 
     def __init__(self, data_source: Sized | int, batch_size: int, *, run_length: int | None = None,
-                 shuffle: bool = True, drop_last: bool = False, seed: int | None = None):
+                 shuffle: bool = True, drop_last: bool = False, seed: int | None = None,
+                 num_replicas: int | None = None, rank: int | None = None, pad: bool = True):
         n = data_source if isinstance(data_source, (int, np.integer)) and not isinstance(data_source, bool) \
             else len(data_source)
         self.num_samples = int(n)
         if self.num_samples < 0:
             raise ValueError(f"dataset length must be >= 0, got {n}")
-        for name, v in (("batch_size", batch_size), ("run_length", batch_size if run_length is None else run_length)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if dist_on else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if dist_on else 0
+        for name, v in (("batch_size", batch_size), ("run_length", batch_size if run_length is None else run_length),
+                        ("num_replicas", num_replicas)):
+            _check_int(v, name)
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        _check_int(rank, "rank")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas) = [0, {num_replicas}), got {rank}")
+        if num_replicas > 1 and seed is None:
+            raise ValueError("seed is required when num_replicas > 1: every rank must compute the same order")
         self.batch_size = int(batch_size)
         self.run_length = int(batch_size if run_length is None else run_length)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = seed
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.pad = bool(pad)
         self.epoch = 0
+
+    @property
+    def per_rank(self) -> int:
+        """Indices this rank gets per epoch (before ``drop_last``): ``ceil(N / R)`` with ``pad``,
+        else ``floor(N / R)``."""
+        n, r = self.num_samples, self.num_replicas
+        return -(-n // r) if self.pad else n // r
 
     def set_epoch(self, epoch: int) -> None:
         """Select the order of ``epoch`` (used when ``seed`` is given)."""
@@ -250,14 +288,40 @@ class ContiguousBatchSampler(Sampler[list[int]]):
         out += np.arange(n, dtype=np.int64)
         return out
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _rank_order(self) -> np.ndarray:
+        """This rank's indices of the epoch, in batch order (see the class docstring)."""
         order = self._order()
+        R = self.num_replicas
+        if R == 1:
+            return order
+        per = self.per_rank
+        total = per * R
+        if total > order.size:  # pad by repeating the start (cyclically, for N < R)
+            order = np.resize(order, total) if order.size else order
+        order = order[:total]
+        if order.size < total:  # N == 0
+            return order[:0]
+        bs = self.batch_size
+        full = per // bs  # full global batches
+        head = order[:full * bs * R].reshape(full, R, bs)[:, self.rank].reshape(-1)
+        tail_len = per - full * bs
+        tail = order[full * bs * R:].reshape(R, tail_len)[self.rank] if tail_len else order[:0]
+        return np.concatenate((head, tail))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._rank_order()
         bs = self.batch_size
         stop = len(self) * bs
         for s in range(0, min(stop, order.size), bs):
             yield order[s:s + bs].tolist()
 
     def __len__(self) -> int:
+        n = self.per_rank
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+
+def _check_int(v, name: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
