@@ -8,12 +8,11 @@ import torch
 KNOWN = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "BLDM_FAST_BACKEND"
 
-try:
-    from . import _C  # noqa: F401  (loading the library registers torch.ops.bldm_fast.*)
+from . import _native
 
-    NATIVE_ERROR = None
-except ImportError as exc:  # the package works on the reference backend without it
-    NATIVE_ERROR = exc
+# Loading the library registers torch.ops.bldm_fast.*; without it the package runs on the reference
+# backend, and the first op that falls back to it warns with this error (bldm_fast._native).
+NATIVE_ERROR = _native.LOAD_ERROR
 
 
 def native_available() -> bool:
@@ -100,4 +99,5 @@ def _auto(device: torch.device) -> str:
         return "cuda"
     if device.type == "cuda" and triton_available():
         return "triton"
+    _native.warn_fallback()  # once per process, and only when bldm_fast._C is missing or failed to load
     return "reference"
