@@ -63,27 +63,54 @@ def build_diffusion(denoiser, config: dict | None = None):
     cfg = config or DIFFUSION_CONFIG
     n = denoiser.latent_size
     return BernoulliDiffusion(denoiser, cfg["num_timesteps"], cfg["kind"], latent_shape=(n, n),
-                              channels=denoiser.codebook_size)
+                              channels=denoiser.codebook_size, num_classes=denoiser.num_classes)
+
+
+def _read_state_dict(path: str) -> dict:
+    """``torch.load(path, weights_only=True)``; every failure as a ValueError naming the file."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, EOFError, RuntimeError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or truncated"
+        raise ValueError(f"cannot read the weights file {path}: not a readable torch state_dict "
+                         f"({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"the weights file {path} holds a {type(state).__name__}, expected a state_dict")
+    return state
 
 
 def load_bundled(assets_dir: str | None = None):
     """``(autoencoder, diffusion, meta)``: the bundled models in eval mode and their JSON metadata.
 
-    Raises:
-        FileNotFoundError: the weights are missing (run ``bldm-fast train``).
-    """
-    import torch
+    Args:
+        assets_dir: folder holding the three files (default: ``bldm_fast/assets``).
 
-    root = assets_dir or ASSETS_DIR
+    Raises:
+        FileNotFoundError: the folder or a file is missing (run ``bldm-fast train``).
+        ValueError: a file that cannot be read (not JSON, not a torch state_dict, weights that do
+            not fit the configured models).
+    """
+    root = ASSETS_DIR if assets_dir is None else os.fspath(assets_dir)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"assets folder not found: {root} (a folder written by `bldm-fast train --out`)")
     paths = [os.path.join(root, f) for f in (AE_FILE, DENOISER_FILE, META_FILE)]
     for p in paths:
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"bundled model file missing: {p} (run `bldm-fast train`)")
-    with open(paths[2]) as f:
-        meta = json.load(f)
-    ae = build_autoencoder(meta["autoencoder_config"])
-    ae.load_state_dict(torch.load(paths[0], map_location="cpu", weights_only=True))
-    den = build_denoiser(meta["denoiser_config"])
-    den.load_state_dict(torch.load(paths[1], map_location="cpu", weights_only=True))
-    diff = build_diffusion(den, meta["diffusion_config"])
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"bundled model file missing: {p} (run `bldm-fast train --out {root}`)")
+    try:
+        with open(paths[2]) as f:
+            meta = json.load(f)
+        ae = build_autoencoder(meta["autoencoder_config"])
+        den = build_denoiser(meta["denoiser_config"])
+        diff = build_diffusion(den, meta["diffusion_config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{paths[2]} is not a bldm-fast train metadata file: {type(exc).__name__}: {exc}") from None
+    for module, path in ((ae, paths[0]), (den, paths[1])):
+        try:
+            module.load_state_dict(_read_state_dict(path))
+        except RuntimeError as exc:
+            raise ValueError(f"the weights in {path} do not fit the model in {paths[2]}: "
+                             f"{str(exc).splitlines()[0]}") from None
     return ae.eval(), diff.eval(), meta
