@@ -12,6 +12,7 @@ from .ops import (bernoulli_noise, binarize, flip_bce_loss, pack_bits, philox_un
                   sample_step, unpack_bits)
 from .rng import PhiloxGenerator
 from .schedule import BernoulliSchedule
+from .generate import save_image_grid
 
 if native_available():
     from ._ops_fake import register_fakes
