@@ -528,6 +528,7 @@ def main(argv=None) -> int:
         if args.triton_worker:
             _triton_worker(pathlib.Path(args.triton_worker), args.part, args.parts)
             return 0
+        _nvcc(), cuobjdump()  # a missing tool fails before any compile starts
         with tempfile.TemporaryDirectory(prefix="sass-counts-") as tmp:
             work = pathlib.Path(tmp)
             with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
