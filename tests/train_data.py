@@ -49,3 +49,31 @@ def write_digits_dataset(root, mode: str = "deterministic", *, n: int | None = 5
 
 
 AUTOENCODER = os.path.join(os.path.dirname(bf.__file__), "assets", "digits_autoencoder.pt")
+
+#: a tiny denoiser and schedule: every test run takes seconds on two shared cores
+SMALL = ["--n-embd", "32", "--n-head", "2", "--n-layers", "1", "--total-steps", "16", "--batch-size", "16",
+         "--warmup-steps", "5", "--lr", "1e-3", "--num-workers", "0", "--no-progress"]
+
+
+def cli_env() -> dict:
+    """The environment of a CLI subprocess: one thread (steady and bit-reproducible), no GPU."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+def run_cli(*args, timeout: float = 300):
+    """``python -m bldm_fast *args`` as a user types it; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bldm_fast", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=timeout)
+
+
+def losses(run) -> list:
+    """The ``loss`` column of ``RUN/metrics.jsonl``."""
+    import json
+
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]

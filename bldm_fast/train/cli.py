@@ -42,6 +42,8 @@ def add_train_denoiser_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"probability of dropping a batch's labels, for guidance (default {d.label_dropout})")
     g = p.add_argument_group("optimisation (official recipe: AdamW betas 0.9/0.95)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per process (default {d.batch_size})")
+    g.add_argument("--run-length", type=int, default=None,
+                   help="contiguous dataset rows per shuffled run (default: --batch-size; smaller mixes more)")
     g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate after warm-up (default {d.lr})")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help=f"linear warm-up from 1e-6 (default {d.warmup_steps})")

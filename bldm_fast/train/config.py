@@ -44,6 +44,7 @@ class TrainConfig:
     label_dropout: float = 0.1
     unconditional: bool = False
     batch_size: int = 64
+    run_length: int | None = None
     lr: float = 2e-4
     warmup_steps: int = 10_000
     weight_decay: float = 0.0
@@ -67,6 +68,8 @@ class TrainConfig:
         for name in ("n_embd", "n_head", "n_layers", "total_steps", "batch_size", "steps", "ema_every", "log_every",
                      "keep", "sample_count"):
             _int(getattr(self, name), name, 1)
+        if self.run_length is not None:
+            _int(self.run_length, "run_length", 1)
         for name in ("warmup_steps", "save_every", "sample_every", "num_workers"):
             _int(getattr(self, name), name, 0)
         _int(self.seed, "seed", 0)
@@ -112,8 +115,20 @@ class TrainConfig:
 def differing_settings(saved: dict, current: dict) -> list[str]:
     """``"name: saved -> current"`` for each setting that changes the trajectory and differs
     (settings in :data:`MUTABLE` may change on resume)."""
+    saved, current = _flat(saved), _flat(current)
     keys = sorted((set(saved) | set(current)) - MUTABLE)
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as ``{"outer.inner": value}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _int(v, name: str, lo: int) -> None:

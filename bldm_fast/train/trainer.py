@@ -181,21 +181,20 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
     from tqdm.auto import tqdm
 
     from ..data import ContiguousBatchSampler
-    from ..diffusion.loss import training_loss
     from ..models import BinaryTransformer
-    from ..schedule import BernoulliSchedule
     from .ema import EMA
     from .lr_schedule import learning_rate
     from .metrics import MetricsLog, summary_line
-    from .sources import StepBatches, StepReader, clean_codes, collate_step
+    from .sources import StepBatches, StepReader, collate_step
+    from .step import StepLoss
     from .streams import StepStreams
 
     # ---- data, run folder -------------------------------------------------------------------
     ds, data = open_dataset(dataset, verify=rank == 0, codebook_size=codebook_size)
     conditional = data["with_labels"] and not cfg.unconditional and data["num_classes"] is not None
     num_classes = data["num_classes"] if conditional else None
-    sampler = ContiguousBatchSampler(ds.count, cfg.batch_size, seed=cfg.seed, num_replicas=world, rank=rank,
-                                     drop_last=True)
+    sampler = ContiguousBatchSampler(ds.count, cfg.batch_size, run_length=cfg.run_length, seed=cfg.seed,
+                                     num_replicas=world, rank=rank, drop_last=True)
     if len(sampler) == 0:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the dataset per rank ({ds.count} images / "
                          f"{world} rank{'s' if world > 1 else ''} = {sampler.per_rank})")
@@ -240,8 +239,9 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
     else:
         ddp_model = model
 
-    schedule = BernoulliSchedule(cfg.total_steps, cfg.beta_type)
     streams = StepStreams(cfg.seed, rank, world, cfg.batch_size, L * C)
+    step_loss = StepLoss(cfg, data["code_mode"], C, streams, num_classes, dev, amp, backend)
+    schedule = step_loss.schedule
     reader = StepReader(ds, streams, labels=conditional)
     batches = StepBatches(sampler, start, cfg.steps)
     loader = torch.utils.data.DataLoader(reader, batch_sampler=batches, collate_fn=collate_step,
@@ -261,15 +261,7 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
             lr = learning_rate(step, cfg.lr, cfg.warmup_steps)
             for group in optim.param_groups:
                 group["lr"] = lr
-            x0 = clean_codes(codes.to(dev, non_blocking=True), data["code_mode"], streams, step, backend)
-            lab = None
-            if conditional and not streams.drop_labels(step, cfg.label_dropout):
-                lab = labels.to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                out = training_loss(ddp_model, x0, schedule, labels=lab, predict_flip=cfg.p_flip, focal=cfg.focal,
-                                    aux=cfg.aux, loss_final=cfg.loss_final, num_classes=num_classes or 0,
-                                    generator=streams.philox(step, "noise"), t=streams.t(step, cfg.total_steps),
-                                    channels=C, backend=backend)
+            out = step_loss(ddp_model, codes, labels, step)
             scaler.scale(out["loss"]).backward()
             scaler.unscale_(optim)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
