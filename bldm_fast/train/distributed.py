@@ -71,3 +71,9 @@ def gather_objects(obj, world: int) -> list:
     out = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (no-op with one rank)."""
+    if world > 1:
+        dist.barrier()

@@ -31,7 +31,7 @@ import torch
 from ..data.durable import write_json_atomic
 from .checkpoint import latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, differing_settings
-from .distributed import all_mean, gather_objects, process_group, resolve_device
+from .distributed import all_mean, barrier, gather_objects, process_group, resolve_device
 
 RUN_FILE = "run.json"
 
@@ -201,6 +201,7 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
     record = _run_record(cfg, data, world, autoencoder)
     saved = check_run_folder(run, record, force)
     ae = load_autoencoder(autoencoder, data["channels"]) if autoencoder is not None else None
+    barrier(world)  # every rank has read the folder before rank 0 writes to it
     if rank == 0:
         os.makedirs(run, exist_ok=True)
         write_json_atomic(os.path.join(run, "run.json"), record)
