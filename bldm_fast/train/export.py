@@ -66,7 +66,7 @@ def official_hparams(run_record: dict, step: int, batch_size: int, ae=None) -> d
     if conditional:
         H["num_classes"] = data["num_classes"]
     if ae is not None:
-        H.update(emb_dim=ae.emb_dim, norm_first=ae.norm_first, use_tanh=ae.use_tanh, img_size=ae.img_size,
+        H.update(emb_dim=ae.emb_dim, norm_first=ae.norm_first, use_tanh=ae.use_tanh,
                  nf=ae.nf, ch_mult=list(ae.ch_mult), res_blocks=ae.res_blocks,
                  attn_resolutions=list(ae.attn_resolutions), gen_mul=ae.gen_mul)
     return H
