@@ -259,8 +259,9 @@ class _Settings:
     """Resolves settings for one file: argument, then each hparam source, then inferred, then an
     official default (collected for one warning), else a ValueError naming the argument and flag."""
 
-    def __init__(self, file: str, overrides: dict, sources: list[tuple[dict, str]]):
+    def __init__(self, file: str, overrides: dict, sources: list[tuple[dict, str]], own: int):
         self.file, self.overrides, self.sources = file, overrides, sources
+        self.own = sources[:own]  # the file's own log.txt (checked against the weights)
         self.resolved: dict[str, dict] = {}
         self.defaults: list[str] = []
 
@@ -288,8 +289,8 @@ class _Settings:
         return value
 
     def check(self, key: str, weights_value, what: str) -> None:
-        """Raise when a log describes another model than the weights (``key`` differs)."""
-        for hp, where in self.sources:
+        """Raise when the file's own log describes another model than the weights (``key`` differs)."""
+        for hp, where in self.own:
             v = hp.get(key)
             if isinstance(v, (list, tuple)):
                 v = tuple(v)
@@ -304,7 +305,7 @@ class _Settings:
                           UserWarning, stacklevel=3)
 
 
-def _hparam_sources(path, file: str, log, hparams) -> tuple[list[tuple[dict, str]], str | None, dict]:
+def _hparam_sources(path, file: str, log, hparams, hparams_source: str) -> tuple[list[tuple[dict, str]], str | None, dict]:
     """``(sources, log file or None, its hparams)``: the run's log.txt first, then ``hparams``."""
     sources, log_file, log_hp = [], None, {}
     if log is not False:
@@ -319,7 +320,7 @@ def _hparam_sources(path, file: str, log, hparams) -> tuple[list[tuple[dict, str
             if log_hp:
                 sources.append((log_hp, log_file))
     if hparams:
-        sources.append((dict(hparams), "the given hparams"))
+        sources.append((dict(hparams), hparams_source))
     return sources, log_file, log_hp
 
 
@@ -371,7 +372,7 @@ def _load_denoiser(sd: dict, st: _Settings, info: dict) -> BinaryTransformer:
     cfg = transformer_config(weights, n_head=n_head, total_steps=total)
     for key, name in (("codebook_size", "codebook_size"), ("bert_n_emb", "n_embd"), ("bert_n_layers", "n_layers")):
         st.check(key, cfg[name], name)
-    for hp, where in st.sources:
+    for hp, where in st.own:
         shape = hp.get("latent_shape")
         if isinstance(shape, (list, tuple)) and shape and shape[-1] != cfg["latent_size"]:
             raise ValueError(f"{where} does not describe {st.file!r}: latent_shape = {shape} there, but the weights "
@@ -385,7 +386,8 @@ def _load_denoiser(sd: dict, st: _Settings, info: dict) -> BinaryTransformer:
 # entry point
 # ---------------------------------------------------------------------------------------------
 def load_official(path, *, map_location="cpu", ema: bool = True, kind: str | None = None, step: int | None = None,
-                  log=None, hparams: Mapping | None = None, **overrides) -> BinaryAutoencoder | BinaryTransformer:
+                  log=None, hparams: Mapping | None = None, hparams_source: str = "the given hparams",
+                  **overrides) -> BinaryAutoencoder | BinaryTransformer:
     """Build and strictly load the model of an official (or this package's bare) checkpoint.
 
     Args:
@@ -395,7 +397,8 @@ def load_official(path, *, map_location="cpu", ema: bool = True, kind: str | Non
         log: the run's official ``log.txt``: None finds it (``<log_dir>/log.txt`` of a
             ``saved_models`` file or of the directory), a path reads that one, False reads none.
         hparams: hparams of a related run consulted after ``log`` (e.g. a sampler run's, which
-            also describe its autoencoder), as ``official_log.read_hparams`` returns them.
+            also describe its autoencoder), as ``official_log.read_hparams`` returns them;
+            ``hparams_source`` names them in ``settings`` and errors.
         **overrides: constructor arguments of the model (None counts as not given). The settings
             the weights do not store (official flag in brackets), resolved from an override, then
             the logs, then what the tensors determine:
@@ -433,10 +436,11 @@ def load_official(path, *, map_location="cpu", ema: bool = True, kind: str | Non
     else:
         raise ValueError(f"{file!r} is neither an autoencoder nor a sampler checkpoint (first keys: {_first(sd)})")
     if kind is not None and kind != found:
-        raise ValueError(f"{file!r} is a {found} checkpoint, not a {kind} one")
+        raise ValueError(f"{file!r} is a{'n' if found[0] == 'a' else ''} {found} checkpoint, not a{'n' if kind[0] == 'a' else ''} "
+                         f"{kind} one")
     info["kind"] = found
-    sources, info["log"], info["hparams"] = _hparam_sources(path, file, log, hparams)
-    st = _Settings(file, {k: v for k, v in overrides.items() if v is not None}, sources)
+    sources, info["log"], info["hparams"] = _hparam_sources(path, file, log, hparams, hparams_source)
+    st = _Settings(file, {k: v for k, v in overrides.items() if v is not None}, sources, int(bool(info["hparams"])))
     if found == "autoencoder":
         model = _build_autoencoder(_autoencoder_weights(sd), st)
     else:

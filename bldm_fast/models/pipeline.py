@@ -118,6 +118,7 @@ def load_official_models(sampler=None, autoencoder=None, *, ema: bool = True, st
         raise ValueError("give sampler=, autoencoder= or both")
     out = OfficialModels(None, None)
     sampler_hp: dict = {}
+    sampler_log = None
     if sampler is not None:
         den = load_official(sampler, kind="sampler", ema=ema, step=step, n_head=n_head, sample_steps=sample_steps,
                             fix_time_scale=fix_time_scale or None, map_location=map_location)
@@ -132,10 +133,11 @@ def load_official_models(sampler=None, autoencoder=None, *, ema: bool = True, st
                                            num_classes=den.num_classes).eval()
         out.settings["sampler"] = info["settings"]
         out.settings["diffusion"] = {"p_flip": flip, "beta_type": kind}
-        sampler_hp = {**info["hparams"]}
+        sampler_hp, sampler_log = {**info["hparams"]}, info["log"]
         sampler_hp.setdefault("latent_shape", [1, n, n])
     if autoencoder is not None:
         ae = load_official(autoencoder, kind="autoencoder", ema=ema, step=autoencoder_step, hparams=sampler_hp or None,
+                           hparams_source=sampler_log or "the sampler's latent grid",
                            img_size=img_size, use_tanh=use_tanh, map_location=map_location)
         out.autoencoder = ae
         out.files["autoencoder"] = ae.official_info["file"]
