@@ -389,10 +389,10 @@ def test_resume_encodes_pending_chunks_only(tmp_path, folder, ae, monkeypatch):
     ref = _encode(folder, tmp_path / "ref", ae, code_mode="bernoulli", samples_per_image=2, seed=5)
     real = enc._load_row
 
-    def failing(scan, i, size):
+    def failing(scan, i, size, channels):
         if i >= 13:
             raise RuntimeError("simulated crash")
-        return real(scan, i, size)
+        return real(scan, i, size, channels)
 
     monkeypatch.setattr(enc, "_load_row", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):

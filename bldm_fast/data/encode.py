@@ -93,14 +93,15 @@ def _state_dict_sha256(module) -> str:
 def _load_autoencoder(autoencoder, device, ema: bool = True):
     import torch
 
-    from ..models import load_official
-    from .images import file_sha256
+    from ..generate.loading import load_autoencoder
 
     info = {"checkpoint": None, "checkpoint_sha256": None}
-    if isinstance(autoencoder, (str, os.PathLike)):
-        ae = load_official(autoencoder, kind="autoencoder", ema=ema)
-        info["checkpoint"] = os.path.abspath(ae.official_info["file"])
-        info["checkpoint_sha256"] = file_sha256(ae.official_info["file"])
+    if autoencoder is None or isinstance(autoencoder, (str, os.PathLike)):
+        loaded = load_autoencoder(autoencoder, ema=ema)
+        ae = loaded.autoencoder
+        entry = loaded.files[0]
+        info["checkpoint"], info["checkpoint_sha256"] = entry["path"], entry["sha256"]
+        info["source"] = loaded.source
     elif isinstance(autoencoder, torch.nn.Module):
         ae = autoencoder
     else:
@@ -123,8 +124,8 @@ def _geometry(ae, image_size: int) -> tuple[int, int, int, int]:
         raise ValueError(f"image_size must be a multiple of the autoencoder's downsampling factor {factor}, "
                          f"got {image_size}")
     in_channels = ae.encoder.blocks[0].in_channels
-    if in_channels != 3:
-        raise ValueError(f"the autoencoder takes {in_channels}-channel images; image folders give RGB (3)")
+    if in_channels not in (1, 3):
+        raise ValueError(f"the autoencoder takes {in_channels}-channel images; images convert to RGB (3) or grey (1)")
     return conv.out_channels, in_channels, image_size // factor, image_size // factor
 
 
@@ -195,22 +196,22 @@ def _scan(images, labels, strict, workers, d: _Dist, progress: bool):
     return assemble_scan(root, candidates, classes, outside, checked, strict=strict)
 
 
-def _load_row(scan, i: int, image_size: int):
-    from .transforms import load_rgb, official_transform
+def _load_row(scan, i: int, image_size: int, channels: int = 3):
+    from .transforms import load_image, load_rgb, official_transform
 
     path = scan.abspath(i)
     with open(path, "rb") as f:
         data = f.read()
     if hashlib.sha256(data).hexdigest() != scan.files[i].sha256:
         raise RuntimeError(f"{path!r} changed since the folder was scanned (sha256 differs)")
-    return official_transform(load_rgb(data), image_size)
+    return official_transform(load_rgb(data) if channels == 3 else load_image(data), image_size, channels)
 
 
 # ---------------------------------------------------------------------------------------------
 # encode_folder
 # ---------------------------------------------------------------------------------------------
-def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image: int = 1, batch_size: int = 32,
-                  image_size: int = 256, labels: bool = False, strict: bool = False, seed: int = 0,
+def encode_folder(images, out, autoencoder=None, *, code_mode: str, samples_per_image: int = 1, batch_size: int = 32,
+                  image_size: int | None = 256, labels: bool = False, strict: bool = False, seed: int = 0,
                   backend: str = "auto", device="cpu", chunk_rows: int = 256, workers: int | None = None,
                   ema: bool = True, distributed: bool | None = None, progress: bool = True) -> dict:
     """Encode the images of a folder into the packed-latent dataset ``out`` (or finish one).
@@ -218,13 +219,16 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
     Args:
         images: an image folder, or an :class:`~bldm_fast.data.images.ImageFolderScan`.
         out: the dataset folder (created; an unfinished one with the same configuration resumes).
-        autoencoder: a ``BinaryAutoencoder`` module (moved to ``device``, put in eval mode) or a
-            checkpoint file / official log dir for ``bf.load_official(..., kind="autoencoder", ema=ema)``.
+        autoencoder: a ``BinaryAutoencoder`` module (moved to ``device``, put in eval mode), a
+            checkpoint file / official log dir for ``bf.load_official(..., kind="autoencoder", ema=ema)``,
+            a bldm_fast bundle folder, or None: the bundled digits autoencoder. Images are converted
+            to its channel count (``transforms.to_channels``: RGB, or grey for 1-channel models).
         code_mode: ``"deterministic"``, ``"bernoulli"`` or ``"probs"`` (see the module doc).
         samples_per_image: ``K`` Bernoulli draws per image (``"bernoulli"`` only; else 1).
         batch_size: images per encoder call; batches never cross a chunk (``chunk_rows`` rows),
             so the batches, and thus the floats, do not depend on resumption or ranks.
-        image_size: the side of the resized, centre-cropped square (official: 256).
+        image_size: the side of the resized, centre-cropped square (official: 256); None: the
+            autoencoder's ``img_size``.
         labels: store class labels from the first-level subfolders (``labels.npy``, int64).
         strict: raise on any unusable image instead of skipping it.
         seed: the Philox key of the ``"bernoulli"`` draws, an int in [0, 2^64).
@@ -246,8 +250,9 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
         by this call / ``total``). Images are decoded on threads one batch ahead, so ``decode``
         is the time the encoder loop waited for them; ``binarize`` includes the copy to the host.
     Raises:
-        ValueError: a bad argument, no usable image, unusable images under ``strict``, or ``out``
-            holds a dataset of another configuration. TypeError: ``autoencoder`` is neither a
+        ValueError: a bad argument, no usable image, unusable images under ``strict``, ``out``
+            holds a dataset of another configuration, an unreadable checkpoint, or NaN code logits
+            (raised before the chunk holding them is written; earlier chunks stay committed). TypeError: ``autoencoder`` is neither a
             module nor a path. FileNotFoundError: the folder or checkpoint is missing.
         RuntimeError: an image changed after the scan; under ``distributed``, any rank's failure
             (raised on every rank), or no initialised process group.
@@ -260,6 +265,7 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
 
     from ..rng import check_seed_offset
     from .layout import CODE_MODES, latents_shape
+    from .transforms import CHANNEL_STEPS
     from .writer import PackedLatentWriter
 
     t_start = time.perf_counter()
@@ -269,7 +275,8 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
     if code_mode != "bernoulli" and K != 1:
         raise ValueError(f"samples_per_image={K} needs code_mode='bernoulli' (got {code_mode!r})")
     batch_size = _positive_int(batch_size, "batch_size")
-    image_size = _positive_int(image_size, "image_size")
+    if image_size is not None:
+        image_size = _positive_int(image_size, "image_size")
     chunk_rows = _positive_int(chunk_rows, "chunk_rows")
     check_seed_offset(seed, 0, 0)
     device = torch.device(device)
@@ -281,9 +288,11 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
     loaded, err = _guard(_load_autoencoder, autoencoder, device, ema)
     if err is None:
         ae, enc_info = loaded
+        if image_size is None:
+            image_size = int(getattr(ae, "img_size", 256))
         geo, err = _guard(_geometry, ae, image_size)
     d.agree(None, err)
-    C, _, lh, lw = geo
+    C, in_ch, lh, lw = geo
     L = lh * lw
     t1 = time.perf_counter()
     scan = _scan(images, labels, strict, workers, d, progress)  # collective in distributed runs
@@ -300,7 +309,7 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
         "encoder_state_dict_sha256": enc_info.pop("state_dict_sha256"),
         "encoder": enc_info,
         "source": source,
-        "transform": {"image_size": image_size, "steps": "convert('RGB'); Resize(image_size) [shorter side, "
+        "transform": {"image_size": image_size, "steps": CHANNEL_STEPS[in_ch] + "; Resize(image_size) [shorter side, "
                       "PIL bilinear]; CenterCrop(image_size); ToTensor() [float32 in [0, 1]]"},
         "code_stream": ({"seed": seed, "row_counter": f"n * ceil(K*L*C/4) = n * {math.ceil(K * L * C / 4)}",
                          "element": "(k*L + l)*C + c", "rule": "u < sigmoid(logit)"}
@@ -348,7 +357,7 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
 
     def submit(i):
         _, _, b0, b1 = batches[i]
-        return [pool.submit(_load_row, scan, n, image_size) for n in range(b0, b1)]
+        return [pool.submit(_load_row, scan, n, image_size, in_ch) for n in range(b0, b1)]
 
     try:
         futures = submit(0) if batches else []
@@ -371,6 +380,11 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
                 torch.cuda.synchronize(device)
             timings["autoencoder"] += time.perf_counter() - t
 
+            if torch.isnan(logits).any():
+                bad = sorted({b0 + int(i) for i in torch.isnan(logits).flatten(1).any(1).nonzero().flatten()})
+                raise ValueError(f"the autoencoder produced NaN code logits for {len(bad)} image(s) of rows {b0}..{b1 - 1} "
+                                 f"(first: {scan.files[bad[0]].path!r}); its weights or inputs are broken. Nothing of "
+                                 f"chunk {start // chunk_rows} (rows {start}..{end - 1}) was written")
             t = time.perf_counter()
             if code_mode == "deterministic":
                 codes = binarize(logits, "deterministic", backend=backend)
@@ -423,6 +437,9 @@ def encode_folder(images, out, autoencoder, *, code_mode: str, samples_per_image
         "out": os.path.abspath(os.fspath(out)),
         "count": N,
         "encoded": encoded,
+        "image_size": image_size,
+        "conversion": CHANNEL_STEPS[in_ch],
+        "autoencoder": enc_info.get("checkpoint") or enc_info.get("class"),
         "skipped": [list(s) for s in scan.skipped],
         "code_mode": code_mode,
         "samples_per_image": K,
@@ -444,8 +461,9 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``bldm-fast encode`` (standard library only: safe to call while building the parser)."""
     p.add_argument("images", help="image folder (PNG/JPEG/WebP, walked recursively in sorted order)")
     p.add_argument("out", help="dataset folder to create, or an unfinished one to resume")
-    p.add_argument("--autoencoder", required=True, metavar="CKPT",
-                   help="autoencoder checkpoint file or official log dir (EMA weights unless --no-ema)")
+    p.add_argument("--autoencoder", default=None, metavar="CKPT",
+                   help="autoencoder checkpoint file or official log dir (EMA weights unless --no-ema), or a "
+                        "bldm_fast bundle folder (default: the bundled digits autoencoder; images become grey)")
     p.add_argument("--no-ema", action="store_true", help="in a log dir, take binaryae_<step>.th, not the EMA copy")
     p.add_argument("--code-mode", choices=_CLI_CODE_MODES, default="deterministic",
                    help="deterministic: [p > 0.5]; bernoulli: K draws [u < p]; probs: round(255 p) bytes, "
@@ -453,7 +471,8 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: deterministic)")
     p.add_argument("--samples", type=int, default=1, metavar="K", help="Bernoulli draws per image (default 1)")
     p.add_argument("--batch-size", type=int, default=32, help="images per autoencoder call (default 32)")
-    p.add_argument("--image-size", type=int, default=256, help="resize + centre-crop side (default 256)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize + centre-crop side (default: the autoencoder's img_size; official models 256)")
     p.add_argument("--labels", action="store_true", help="class labels from the first-level subfolders")
     p.add_argument("--strict", action="store_true", help="fail on any unusable image instead of skipping it")
     p.add_argument("--seed", type=int, default=0, help="Philox key of the Bernoulli draws (default 0)")
@@ -462,8 +481,9 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                    help="autoencoder device, e.g. cuda (under torchrun: cuda:LOCAL_RANK) (default cpu)")
     p.add_argument("--chunk-rows", type=int, default=256, help="rows per committed chunk (default 256)")
     p.add_argument("--workers", type=int, default=None, help="image decoding threads (default min(8, cores))")
-    p.add_argument("--json", metavar="PATH", help="also save the summary (timings included) as JSON")
+    p.add_argument("--json", metavar="PATH", help="also save the summary (timings included) as JSON ('-': stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
 def _print_summary(res: dict, file=None) -> None:
@@ -472,6 +492,7 @@ def _print_summary(res: dict, file=None) -> None:
     print(f"dataset {res['out']}: {res['count']} images, latents {res['latent_hw'][0]}x{res['latent_hw'][1]}x"
           f"{res['channels']} ({res['code_mode']}" + (f", K={res['samples_per_image']}" if
                                                     res["code_mode"] == "bernoulli" else "") + ")", file=file)
+    print(f"autoencoder {res['autoencoder']}: {res['image_size']} px images, {res['conversion']}", file=file)
     print(f"encoded {res['encoded']} images this run on {res['world_size']} process(es) in {t['total']:.2f} s "
           f"({res['images_per_s']:.1f} img/s)", file=file)
     busy = sum(t[p] for p in PHASES) or 1.0
@@ -486,18 +507,42 @@ def _print_summary(res: dict, file=None) -> None:
             print(f"  ... ({len(res['skipped']) - 20} more; all in meta.json)", file=file)
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    """Run ``bldm-fast encode``; returns 0, or 1 (message on stderr) when the run failed.
+def _check_cli(args: argparse.Namespace) -> str:
+    """Validate what can be checked before anything is written; returns the device."""
+    from ..generate.runtime import check_backend, check_device, check_json_path
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) it initialises a gloo process group (only small
-    objects travel through it), runs on ``cuda:LOCAL_RANK`` when ``--device cuda``, and tears the
-    group down at the end.
+    for name in ("samples", "batch_size", "chunk_rows", "workers", "image_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if not 0 <= args.seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2^64), got {args.seed}")
+    device = check_device(args.device)
+    check_backend(args.backend, device)
+    check_json_path(args.json)
+    return args.device
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """Run ``bldm-fast encode``; returns 0, or 1 (one line on stderr) when the run failed.
+
+    Every option is checked before anything is written (``--device cuda`` without CUDA,
+    ``--backend``, ``--workers``, a ``--json`` folder that does not exist). Under ``torchrun``
+    (``WORLD_SIZE`` > 1) it initialises a gloo process group (only small objects travel through it),
+    runs on ``cuda:LOCAL_RANK`` when ``--device cuda``, and tears the group down at the end.
+    ``--json -`` writes the summary to stdout (the text summary then goes to stderr).
     """
     import torch.distributed as dist
 
+    from ..generate.runtime import cli_warnings, write_json
+
+    try:
+        device = _check_cli(args)
+    except ValueError as exc:
+        print(f"bldm-fast encode: error: {exc}", file=sys.stderr)
+        return 1
     world = int(os.environ.get("WORLD_SIZE", "1"))
     created = False
-    device = args.device
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group("gloo")
@@ -506,11 +551,13 @@ def run_encode(args: argparse.Namespace) -> int:
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
-        res = encode_folder(args.images, args.out, args.autoencoder, code_mode=args.code_mode,
-                            samples_per_image=args.samples, batch_size=args.batch_size, image_size=args.image_size,
-                            labels=args.labels, strict=args.strict, seed=args.seed, backend=args.backend, device=device,
-                            chunk_rows=args.chunk_rows, workers=args.workers, ema=not args.no_ema,
-                            progress=not args.no_progress)
+        with cli_warnings("encode"):
+            res = encode_folder(args.images, args.out, args.autoencoder, code_mode=args.code_mode,
+                                samples_per_image=args.samples, batch_size=args.batch_size,
+                                image_size=args.image_size, labels=args.labels, strict=args.strict, seed=args.seed,
+                                backend=args.backend, device=device, chunk_rows=args.chunk_rows,
+                                workers=args.workers, ema=not args.no_ema,
+                                progress=not (args.no_progress or args.quiet))
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"bldm-fast encode: error: {exc}", file=sys.stderr)
         return 1
@@ -518,8 +565,8 @@ def run_encode(args: argparse.Namespace) -> int:
         if created:
             dist.destroy_process_group()
     if rank == 0:
-        _print_summary(res)
+        if not args.quiet:
+            _print_summary(res, sys.stderr if args.json == "-" else sys.stdout)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({k: v for k, v in res.items() if k != "meta"}, f, indent=1)
+            write_json({k: v for k, v in res.items() if k != "meta"}, args.json)
     return 0

@@ -18,6 +18,12 @@ pipeline operation for operation (torchvision's PIL code path):
   zero-padded as torchvision does (never the case after the resize).
 * ``ToTensor()``: ``uint8 HWC -> float32 CHW``, ``.float().div(255)``.
 
+Autoencoders of one input channel (the bundled digits model) get grey images instead:
+``to_channels(img, 1)`` composites any transparency over black (the digits are light strokes on
+black) and converts with PIL's ``convert("L")``, the ITU-R 601-2 luma
+``L = R * 299/1000 + G * 587/1000 + B * 114/1000``. Three-channel autoencoders keep the official
+``convert("RGB")``, which drops an alpha channel as ImageFolder does.
+
 The official *training* run of the sampler (``train_sampler_online.py``, ``random=True``) instead
 augments on the fly with ``Resize(int(1.05 * size)), RandomCrop(size), RandomHorizontalFlip()``;
 an offline dataset stores one deterministic view per image, the ``random=False`` one above.
@@ -36,7 +42,13 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("bldm_fast.data needs Pillow: pip install Pillow") from exc
 
-__all__ = ["center_crop", "load_rgb", "official_transform", "resize_shorter", "to_tensor"]
+__all__ = ["CHANNEL_STEPS", "center_crop", "load_image", "load_rgb", "official_transform", "resize_shorter", "to_channels",
+           "to_tensor"]
+
+#: how ``to_channels`` converts an image, per channel count (recorded in datasets' meta.json)
+CHANNEL_STEPS = {3: "convert('RGB')",
+                 1: "alpha composited over black; convert('L') [ITU-R 601-2 luma: R*299/1000 + G*587/1000 + "
+                    "B*114/1000]"}
 
 _BILINEAR = Image.Resampling.BILINEAR
 
@@ -105,6 +117,18 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div(255)
 
 
+def load_image(source) -> Image.Image:
+    """An image file (a path, or its bytes), fully decoded, in its own mode (``RGBA``, ``P``, ...).
+
+    Raises:
+        OSError / PIL.UnidentifiedImageError (a subclass of OSError): unreadable or corrupt file.
+    """
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else open(os.fspath(source), "rb")
+    with stream, Image.open(stream) as im:
+        im.load()
+        return im.copy()
+
+
 def load_rgb(source) -> Image.Image:
     """The ImageFolder loader: ``Image.open(source).convert("RGB")``, fully decoded.
 
@@ -118,18 +142,38 @@ def load_rgb(source) -> Image.Image:
         return im.convert("RGB")
 
 
-def official_transform(img: Image.Image, size: int) -> torch.Tensor:
-    """``Compose([Resize(size), CenterCrop(size), ToTensor()])`` of an image converted to RGB.
+def to_channels(img: Image.Image, channels: int = 3) -> Image.Image:
+    """``img`` as an RGB (``channels=3``: ``convert("RGB")``, as ImageFolder) or grey
+    (``channels=1``: transparency composited over black, then ``convert("L")``) image.
+
+    Raises:
+        ValueError: ``channels`` is not 1 or 3.
+    """
+    if channels == 3:
+        return img if img.mode == "RGB" else img.convert("RGB")
+    if channels != 1:
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if img.mode == "L":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba)
+    return img.convert("L")
+
+
+def official_transform(img: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
+    """``Compose([Resize(size), CenterCrop(size), ToTensor()])`` of an image converted by
+    :func:`to_channels` (``convert("RGB")`` for 3 channels, as ImageFolder does).
 
     Args:
-        img: a PIL image of any mode (converted with ``convert("RGB")`` first, as ImageFolder does).
+        img: a PIL image of any mode.
         size: the output side in pixels.
+        channels: 3 (RGB) or 1 (grey, see :func:`to_channels`).
     Returns:
-        float32 ``(3, size, size)`` in [0, 1].
+        float32 ``(channels, size, size)`` in [0, 1].
     Raises:
-        ValueError: ``size`` is not a positive int.
+        ValueError: ``size`` is not a positive int, ``channels`` not 1 or 3.
     """
     size = _check_size(size)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return to_tensor(center_crop(resize_shorter(img, size), size))
+    return to_tensor(center_crop(resize_shorter(to_channels(img, channels), size), size))
