@@ -5,7 +5,8 @@
   is complete).
 * :func:`encode_folder` (``bldm-fast encode``): images -> binary autoencoder -> dataset.
 * :class:`PackedLatentDataset`: map-style dataset over the ``latents.npy`` memmap, opened lazily
-  in each DataLoader worker; :class:`ContiguousBatchSampler` for batches of contiguous rows.
+  in each DataLoader worker; :class:`ContiguousBatchSampler` for batches of contiguous rows, split
+  across DDP ranks (``num_replicas`` / ``rank``, like ``DistributedSampler``).
 * :func:`read_meta`, :func:`verify` (sizes and sha256), :func:`inspect_dataset` (``bldm-fast inspect``).
 """
 
