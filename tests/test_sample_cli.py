@@ -138,10 +138,10 @@ def test_codes_do_not_depend_on_the_batch_size(bundled_run, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_equals_one_process(bundled_run, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", "-m", "bldm_fast", "sample", "--out", tmp_path / "tr", "--num", 6, "--batch-size",
-                          4, "--steps", STEPS, "--seed", 3, "--no-progress"], capture_output=True, text=True,
-                         timeout=600)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29533, "-m",
+           "bldm_fast", "sample", "--out", tmp_path / "tr", "--num-samples", 6, "--batch-size", 4, "--steps", STEPS, "--seed",
+           3, "--no-progress"]
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     for name in ("codes.npy", "grid.png", "sample.json"):
         assert (tmp_path / "tr" / name).read_bytes() == (bundled_run / "s" / name).read_bytes(), name

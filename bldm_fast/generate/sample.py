@@ -35,7 +35,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                         "(default, with no --autoencoder: the bundled digits model)")
     p.add_argument("--autoencoder", metavar="PATH", default=None,
                    help="official binaryae[_ema]_<step>.th or its log folder (required with an official --sampler)")
-    p.add_argument("--num", type=int, default=64, help="samples to draw (default 64)")
+    p.add_argument("--num", "--num-samples", dest="num", type=int, default=64,
+                   help="samples to draw (default 64; under torchrun write --num-samples: torchrun takes --num "
+                        "for its own --numa-binding)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: the denoiser's sample_steps when known, else T)")
     p.add_argument("--temperature", type=float, default=1.0, help="logits are divided by it (default 1.0)")
