@@ -1,8 +1,10 @@
 """``bldm-fast inspect DIR``: verify a packed-latent dataset and summarise it.
 
-Checks ``meta.json``, every file's header, size and (unless ``--no-verify``) sha256, then prints the
-count, shapes, code mode, bytes per image and the bit balance (fraction of ones, overall and the
-extreme channels). A missing, truncated or altered file gives an error that names it and exit code 1.
+Checks ``meta.json`` (its fields against each other and against ``meta_fields_hash``), every file's
+header, size and (unless ``--no-verify``) sha256 and the padding bits, then prints the count, shapes,
+code mode, bytes per image and the bit balance (fraction of ones, overall and the extreme channels).
+A missing, truncated or altered file gives an error that names it and exit code 1. ``--json PATH``
+writes the summary as JSON (``-`` or no PATH: JSON on stdout, the report on stderr).
 
 numpy only (no torch), so it is cheap to import.
 """
@@ -17,7 +19,7 @@ import sys
 import numpy as np
 
 from .layout import LABELS_FILE, LATENTS_FILE
-from .meta import check_files, verify
+from .meta import META_HASH_KEY, check_files, verify
 
 _BLOCK_BYTES = 4 << 20
 
@@ -135,6 +137,8 @@ def format_report(info: dict) -> str:
                      if lab else "labels       (none)")
     else:
         lines.append("labels       no")
+    lines.append("meta.json    " + ("fields hash ok" if META_HASH_KEY in meta else
+                                 f"no {META_HASH_KEY} (written before it existed): fields checked for consistency only"))
     lines.append(f"encoder      sha256 {meta.get('encoder_checkpoint_sha256') or '(not recorded)'}")
     lines.append(f"sources      digest {meta.get('source_list_digest') or '(not recorded)'}")
     skipped = meta.get("skipped")
@@ -149,20 +153,32 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 checksums (headers and sizes are still checked)")
     parser.add_argument("--no-balance", action="store_true", help="skip the bit balance (reads all latents)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--json", metavar="PATH", nargs="?", const="-",
+                        help="also write the summary as JSON to PATH ('-' or no PATH: JSON on stdout, the report "
+                             "on stderr)")
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """Run ``bldm-fast inspect``: prints the report; returns 0, or 1 (error on stderr naming the file)."""
+    """Run ``bldm-fast inspect``: prints the report (and writes ``--json``); returns 0, or 1 (one line
+    on stderr naming the file that is missing, truncated or altered, or the ``--json`` path that
+    cannot be written)."""
     try:
+        if args.json not in (None, "-") and (os.path.isdir(args.json)
+                                             or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
+            raise ValueError(f"--json: cannot write {args.json}: it is a folder or its folder does not exist")
         info = inspect_dataset(args.dir, verify_checksums=not args.no_verify, balance=not args.no_balance)
+        print(format_report(info), file=sys.stderr if args.json == "-" else sys.stdout)
+        if args.json is not None:
+            summary = {k: v for k, v in info.items() if k != "meta"} | {"meta": info["meta"]}
+            if args.json == "-":
+                print(json.dumps(summary, indent=2))
+            else:
+                with open(args.json, "w") as f:
+                    json.dump(summary, f, indent=2)
+                    f.write("\n")
     except (ValueError, OSError) as exc:
         print(f"bldm-fast inspect: error: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps({k: v for k, v in info.items() if k != "meta"} | {"meta": info["meta"]}, indent=2))
-    else:
-        print(format_report(info))
     return 0
 
 
