@@ -52,7 +52,8 @@ def test_official_layout_and_log(run, tmp_path):
     assert torch.equal(ema["scheduler.cumbeta"], torch.cumprod(torch.from_numpy(beta), 0))
     # embedding_weight: the autoencoder's codebook, (C, emb_dim)
     sd = torch.load(AUTOENCODER, weights_only=True)
-    assert torch.equal(ema["embedding_weight"], sd["quantize.embed.weight"]) and ema["embedding_weight"].shape == (32, 32)
+    assert torch.equal(ema["embedding_weight"], sd["quantize.embed.weight"])
+    assert ema["embedding_weight"].shape == (32, 32)
     lines = (tmp_path / "official" / "log.txt").read_text().splitlines()
     prefix = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - "
     assert all(re.match(prefix, line) for line in lines)
@@ -90,7 +91,8 @@ def test_export_cli_and_errors(run, tmp_path):
     r = run_cli("export-official", run, "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "saved_models" / "bld_ema_12.th").exists() and "exported step 12" in r.stdout
-    for args, msg in (([tmp_path], "not a train-denoiser run folder"), ([run, "--step", "5"], "no checkpoint of step 5")):
+    cases = (([tmp_path], "not a train-denoiser run folder"), ([run, "--step", "5"], "no checkpoint of step 5"))
+    for args, msg in cases:
         r = run_cli("export-official", *args)
         assert r.returncode == 1 and msg in r.stderr
         assert r.stderr.strip().startswith("bldm-fast export-official: error:") and "\n" not in r.stderr.strip()

@@ -78,5 +78,6 @@ def summary_line(records: list[dict], *, steps_done: int, elapsed: float, run: s
     first = sum(head) / max(1, len(head))
     last = sum(tail) / max(1, len(tail))
     return (f"trained to step {records[-1]['step']} ({steps_done} steps this run, {elapsed:.1f} s): loss "
-            f"{first:.4f} -> {last:.4f} (mean of the first / last 10 logged steps), acc {records[-1].get('acc', 0):.4f}, "
+            f"{first:.4f} -> {last:.4f} (mean of the first / last 10 logged steps), "
+            f"acc {records[-1].get('acc', 0):.4f}, "
             f"{rate:.1f} samples/s (median); wrote {run}")

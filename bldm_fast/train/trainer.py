@@ -159,8 +159,8 @@ def train_denoiser(dataset, out, config: TrainConfig | None = None, *, autoencod
         backend: backend of the fused ops.
 
     Returns:
-        dict: ``run``, ``rank``, ``world_size``, ``step`` (last step), ``steps_run`` (this call), ``resumed_from`` (a step or
-        None), ``elapsed_s``, ``summary`` (the one-line summary), ``records`` (this call's metrics).
+        dict: ``run``, ``rank``, ``world_size``, ``step`` (last step), ``steps_run`` (this call),
+        ``resumed_from`` (a step or None), ``elapsed_s``, ``summary`` (the one-line summary), ``records`` (this call's metrics).
 
     Raises:
         ValueError: bad settings; an unfinished or corrupt dataset; a channel count other than
@@ -204,7 +204,7 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
     barrier(world)  # every rank has read the folder before rank 0 writes to it
     if rank == 0:
         os.makedirs(run, exist_ok=True)
-        write_json_atomic(os.path.join(run, "run.json"), record)
+        write_json_atomic(os.path.join(run, RUN_FILE), record)
 
     # ---- model, EMA, optimizer --------------------------------------------------------------
     C, (side, _) = data["channels"], data["latent_hw"]
@@ -310,7 +310,8 @@ def _train(dataset, run, cfg, autoencoder, dev, codebook_size, force, backend, r
         from .export import export_official
 
         export_official(run, autoencoder=autoencoder)
-    return dict(run=run, rank=rank, world_size=world, step=last, steps_run=max(0, last - start + 1), resumed_from=resumed_from,
+    return dict(run=run, rank=rank, world_size=world, step=last, steps_run=max(0, last - start + 1),
+                resumed_from=resumed_from,
                 elapsed_s=elapsed, summary=summary, records=records)
 
 
