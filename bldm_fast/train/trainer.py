@@ -112,15 +112,16 @@ def check_run_folder(run: str, record: dict, force: bool) -> dict | None:
 
 
 def load_autoencoder(path, channels: int):
-    """``bf.load_official(path, kind="autoencoder")`` in eval mode, checked to have ``channels`` bits.
+    """The autoencoder at ``path`` (an official file or log folder, or a bldm_fast bundle folder, as
+    ``bldm-fast decode`` reads them) in eval mode, checked to have ``channels`` bits.
 
     Raises:
         ValueError: no autoencoder at ``path``, or another codebook size.
     """
-    from ..models import load_official
+    from ..generate.loading import load_autoencoder as load_models
 
     try:
-        ae = load_official(path, kind="autoencoder")
+        ae = load_models(path).autoencoder
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"--autoencoder {path}: {exc}") from None
     if ae.codebook_size != channels:
