@@ -44,6 +44,8 @@ def _csv(value: str) -> list[str]:
 def _run_bench(args: argparse.Namespace) -> int:
     from .bench import report
 
+    if args.json not in (None, "-"):
+        report.check_json_path(args.json)  # before the minutes of measuring
     res = report.run_bench(
         quick=args.quick,
         backends=args.backends,
@@ -54,13 +56,14 @@ def _run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         min_time=args.min_time,
         compile_timeout=args.compile_timeout,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         threads=args.threads,
     )
-    report.print_report(res)
+    report.print_report(res, file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         report.save_json(res, args.json)
-        print(f"saved {args.json}", file=sys.stderr)
+        if args.json != "-" and not args.quiet:
+            print(f"saved {args.json}", file=sys.stderr)
     failed = [n for c in res["cases"] for n in c["notes"] if n.startswith("CHECK FAILED")]
     errors = [r for c in res["cases"] for r in c["rows"] if r["status"] == "error" and r["kind"] == "bldm_fast"]
     return 1 if failed or errors else 0
@@ -70,7 +73,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true", help="few repeats, torch.compile only for the headline step (< 1 min)"
     )
-    p.add_argument("--json", metavar="PATH", help="also save every number plus machine info as JSON")
+    p.add_argument(
+        "--json", metavar="PATH", nargs="?", const="-",
+        help="also save every number plus machine info as JSON ('-' or no PATH: JSON on stdout, the report on stderr)",
+    )
     p.add_argument(
         "--backends", type=_csv, metavar="LIST", help="comma-separated bldm_fast backends (default: all available)"
     )
@@ -96,7 +102,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch.set_num_threads(N) for the run (default: leave torch's default; 1 is steadier on a busy machine)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bar and no 'saved' line on stderr (the report is still printed)")
 
 
 register(

@@ -84,8 +84,9 @@ def format_env(info: dict) -> str:
 
 def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``bldm-fast env``."""
-    parser.add_argument("--json", metavar="PATH",
-                        help="also write everything as JSON to PATH ('-': JSON on stdout, the report on stderr)")
+    parser.add_argument("--json", metavar="PATH", nargs="?", const="-",
+                        help="also write everything as JSON to PATH ('-' or no PATH: JSON on stdout, the report "
+                             "on stderr)")
 
 
 def run_env(args: argparse.Namespace) -> int:

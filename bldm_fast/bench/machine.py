@@ -1,4 +1,5 @@
-"""The machine a benchmark runs on: CPU model, core and thread counts, library versions, load average."""
+"""The machine a benchmark runs on: CPU model, core and thread counts, library versions, load average,
+and the C++ extension (loaded or why not, the torch and ``-march`` it was built with)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import platform
 import numpy as np
 import torch
 
-__all__ = ["machine_info", "load_average"]
+__all__ = ["machine_info", "load_average", "native_summary"]
 
 
 def _cpu_model() -> str:
@@ -50,10 +51,14 @@ def load_average() -> float | None:
 def machine_info(device: str = "cpu") -> dict:
     """Machine, library versions and date, as recorded in every report.
 
-    Returns ``{"machine": {...}, "versions": {...}, "date": ISO 8601 string}``: ``machine`` holds the CPU
-    model, core counts, torch threads, CPU capability, platform and device (plus ``gpu`` on CUDA);
-    ``versions`` maps python, torch, numpy, bldm_fast and triton to a version string (None if absent).
+    Returns ``{"machine": {...}, "versions": {...}, "native": {...}, "backend_status": {...}, "date": ISO
+    8601 string}``: ``machine`` holds the CPU model, core counts, torch threads, CPU capability,
+    platform and device (plus ``gpu`` on CUDA); ``versions`` maps python, torch, numpy, bldm_fast and
+    triton to a version string (None if absent); ``native`` is :func:`bldm_fast._native.native_info`
+    and ``backend_status`` :func:`bldm_fast._native.backend_status` (None or the reason, per backend).
     """
+    from .._native import backend_status, native_info
+
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -81,4 +86,17 @@ def machine_info(device: str = "cpu") -> dict:
         "triton": _version("triton"),
     }
     now = _dt.datetime.now(_dt.timezone.utc).astimezone()
-    return {"machine": info, "versions": versions, "date": now.isoformat(timespec="seconds")}
+    return {"machine": info, "versions": versions, "native": native_info(), "backend_status": backend_status(),
+            "date": now.isoformat(timespec="seconds")}
+
+
+def native_summary(native: dict) -> str:
+    """One line on the extension of a :func:`machine_info` ``native`` entry: where it was loaded from and
+    what it was built with, or why it did not load."""
+    if not native["loaded"]:
+        return f"bldm_fast._C not loaded: {native['error']}"
+    build = native["build"]
+    if build is None:
+        return "bldm_fast._C loaded (no build record: built before bldm_fast wrote _C_build.json)"
+    return (f"bldm_fast._C built for torch {build.get('torch')}, -march={build.get('cpu_arch')}, "
+            f"CUDA {build.get('cuda') or 'no'}{', debug build' if build.get('debug') else ''}")

@@ -46,6 +46,7 @@ and :mod:`~bldm_fast.bench.machine` (machine and versions).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -55,7 +56,7 @@ import torch
 from . import baselines as bl
 from .cases import BYTES_FORMULA, NUM_STEPS, OPS, SEED, build_cases
 from .format import format_report
-from .machine import load_average, machine_info
+from .machine import load_average, machine_info, native_summary
 from .results import case_result, summary
 from .timing import (
     COMPILE_TIMEOUT_FULL,
@@ -73,6 +74,7 @@ __all__ = [
     "format_report",
     "print_report",
     "save_json",
+    "check_json_path",
     "machine_info",
     "OPS",
     "BYTES_FORMULA",
@@ -101,7 +103,7 @@ def run_bench(
         quick: few repeats and short samples; ``torch.compile`` only for the headline step case
             (fp32 logits with guidance, B=64 L=256 C=64). Aims at under a minute on 2 cores.
         backends: ``bldm_fast`` backends to time (default: ``bf.available_backends()`` that can
-            run on ``device``); an unavailable name is reported as skipped.
+            run on ``device``); a named one that cannot run here is skipped with a note.
         ops: subset of ``("pack", "unpack", "noise", "step")`` (default all).
         device: where the tensors live ("cpu"; "cuda" times the GPU backends with synchronisation).
         baselines: subset of ``{"official", "compile", "numpy", "torch"}`` (default all).
@@ -117,6 +119,13 @@ def run_bench(
         ``{"machine", "versions", "date", "settings", "cases": [...], "summary"}``; each case has
         ``rows`` with ``median_s``, ``elements_per_s``, ``gb_per_s`` and, for bldm_fast rows,
         ``speedup`` over each baseline.
+
+    Raises:
+        TypeError: ``repeats``/``threads`` not an int, ``min_time``/``compile_timeout`` not a number.
+        ValueError: an unknown op, baseline or backend name, an empty list, a device that is not
+            ``cpu``/``cuda`` (or CUDA without a GPU), a count < 1 or a time <= 0. All raised before
+            any measuring.
+        RuntimeError: ``backends`` were named and none of them can run here on ``device``.
     """
     import bldm_fast as bf
 
@@ -124,24 +133,32 @@ def run_bench(
     load_before = load_average()
     ops = list(OPS) if ops is None else [o.strip() for o in ops if o.strip()]
     bad = [o for o in ops if o not in OPS]
-    if bad:
-        raise ValueError(f"ops: unknown {bad}; choose from {list(OPS)}")
+    if bad or not ops:
+        raise ValueError(f"ops: unknown {bad}; choose from {list(OPS)}" if bad else "ops: empty list")
     if baselines is not None:
         baselines = {b.strip() for b in baselines if b.strip()}
         unknown = baselines - set(_BASELINES)
         if unknown:
             raise ValueError(f"baselines: unknown {sorted(unknown)}; choose from {', '.join(_BASELINES)}")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA is not available")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    _check_count(repeats, "repeats")
+    _check_count(threads, "threads")
+    _check_seconds(min_time, "min_time")
+    _check_seconds(compile_timeout, "compile_timeout")
 
     available, run_backends, global_notes = _select_backends(bf, backends, dev)
     reps, mt = QUICK if quick else FULL
-    reps = repeats or reps
+    reps = repeats if repeats is not None else reps
     mt = min_time if min_time is not None else mt
-    ctimeout = compile_timeout or (COMPILE_TIMEOUT_QUICK if quick else COMPILE_TIMEOUT_FULL)
+    ctimeout = compile_timeout if compile_timeout is not None else (COMPILE_TIMEOUT_QUICK if quick else
+                                                                     COMPILE_TIMEOUT_FULL)
     ok, why = bl.compile_supported()
     do_compile = compile and ok
     reason = "disabled (--no-compile)" if not compile else why
@@ -159,6 +176,7 @@ def run_bench(
     finally:
         torch.set_num_threads(threads_before)
 
+    global_notes.insert(0, "extension: " + native_summary(out["native"]))
     out["machine"]["load_avg_1m_before"] = load_before
     out["machine"]["load_avg_1m_after"] = load_average()
     cores = out["machine"]["cores_usable"] or 1
@@ -189,26 +207,61 @@ def run_bench(
     return out
 
 
+def _check_count(value, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_seconds(value, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+
+
 def _select_backends(bf, backends, dev: torch.device) -> tuple[list, list, list]:
     """``(available, to run, notes)``: the requested backends (default: all available) that exist and
-    suit ``dev``; a note for each one left out, where the caller named it."""
-    notes = []
-    available = list(bf.available_backends()) if hasattr(bf, "available_backends") else []
-    if not hasattr(bf, "available_backends"):
-        notes.append("bldm_fast.available_backends() is missing: only baselines were timed")
-    requested = available if backends is None else [b.strip() for b in backends if b.strip()]
-    run_backends = []
+    suit ``dev``; a note for each backend this install cannot run, with the reason, and for each
+    requested one left out.
+
+    Raises:
+        ValueError: a requested name is not a backend.
+        RuntimeError: backends were requested and none of them can run here on ``dev`` (the message
+            gives each one's reason), so nothing that was asked for could be measured.
+    """
+    from .._backends import KNOWN
+    from .._native import backend_status
+
+    status = backend_status()
+    available = list(bf.available_backends())
+    notes = [f"backend {name!r} unavailable: {reason}" for name, reason in status.items() if reason is not None]
+    if backends is not None:
+        backends = [b.strip() for b in backends if b.strip()]
+        unknown = [b for b in backends if b not in KNOWN]
+        if unknown or not backends:
+            raise ValueError(f"backends: unknown {unknown}; choose from {list(KNOWN)}" if unknown
+                             else "backends: empty list")
+    requested = available if backends is None else backends
+    run_backends, why_not = [], {}
     for be in requested:
         if be not in available:
-            notes.append(f"backend {be!r} skipped: not available (available: {available})")
+            why_not[be] = f"not available: {status.get(be) or 'see bldm-fast env'}"
         elif dev.type == "cpu" and be in ("triton", "cuda"):
-            if backends is not None:
-                notes.append(f"backend {be!r} skipped: needs a CUDA device (run with device='cuda')")
+            why_not[be] = "runs on CUDA tensors (use --device cuda)"
         elif dev.type == "cuda" and be == "cpu":
-            if backends is not None:
-                notes.append("backend 'cpu' skipped: device is cuda")
+            why_not[be] = "runs on CPU tensors (use --device cpu)"
         else:
             run_backends.append(be)
+    if backends is not None:
+        if not run_backends:
+            raise RuntimeError("nothing to measure: " + "; ".join(f"backend {b!r} {w}" for b, w in why_not.items()))
+        notes += [f"backend {b!r} skipped: {w}" for b, w in why_not.items() if status.get(b) is None]
     return available, run_backends, notes
 
 
@@ -245,8 +298,35 @@ def print_report(res: dict, file=None) -> None:
     print(format_report(res), file=file or sys.stdout)
 
 
+def check_json_path(path: str) -> None:
+    """Check before a run that :func:`save_json` can write ``path`` (``"-"``: stdout, always fine).
+
+    Raises:
+        ValueError: ``path`` is a folder, or the nearest existing folder above it is not a writable folder.
+    """
+    if path == "-":
+        return
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ValueError(f"--json: {path} is a folder, expected a file path")
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ValueError(f"--json: cannot create {path}: {parent} is not a writable folder")
+
+
 def save_json(res: dict, path: str) -> None:
-    """Write all numbers plus machine info to ``path`` (parent folders are created); returns None."""
+    """Write all numbers plus machine info to ``path`` (parent folders are created), or to stdout
+    when ``path`` is ``"-"``; returns None.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    if path == "-":
+        json.dump(res, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     with open(path, "w") as f:
