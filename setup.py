@@ -77,7 +77,8 @@ def native_extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-    sources = _rel([os.path.join(ROOT, "kernels", "ops.cpp")] + glob.glob(os.path.join(ROOT, "kernels", "cpu", "*.cpp")))
+    sources = _rel([os.path.join(ROOT, "kernels", "ops.cpp")]
+                   + glob.glob(os.path.join(ROOT, "kernels", "cpu", "*.cpp")))
     cuda_sources = _rel(glob.glob(os.path.join(ROOT, "kernels", "cuda", "*.cu"))
                         + glob.glob(os.path.join(ROOT, "kernels", "cuda", "*.cpp")))
     with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None and cuda_sources

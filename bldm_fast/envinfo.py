@@ -52,7 +52,8 @@ def env_info() -> dict:
         "platform": m["machine"]["platform"],
         "cpu": {"model": m["machine"]["cpu"], "cores": m["machine"]["cores"],
                 "cores_usable": m["machine"]["cores_usable"], "torch_threads": torch.get_num_threads(),
-                "features": [f for f in CPU_FEATURES if f in flags], "torch_capability": m["machine"]["cpu_capability"]},
+                "features": [f for f in CPU_FEATURES if f in flags],
+                "torch_capability": m["machine"]["cpu_capability"]},
         "native": _native.native_info(),
         "backends": _native.backend_status(),
     }

@@ -103,7 +103,8 @@ def test_padding_bits_catch_fewer_channels_without_the_hash(tmp_path, capsys):
     assert verify(tmp_path) == meta
     assert inspect_main([str(tmp_path)]) == 0 and "no meta_fields_hash" in capsys.readouterr().out
     _write_meta(tmp_path, {**meta, "channels": 31})  # 4 bytes per token either way: the shapes still agree
-    with pytest.raises(ValueError, match=r"channels is 31, but image \d+ of latents.npy has bits set beyond channel 30"):
+    pattern = r"channels is 31, but image \d+ of latents.npy has bits set beyond channel 30 "
+    with pytest.raises(ValueError, match=pattern):
         verify(tmp_path)
     with pytest.raises(ValueError, match="padding bits must be 0"):
         PackedLatentDataset(tmp_path, verify=True)

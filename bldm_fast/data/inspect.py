@@ -138,7 +138,8 @@ def format_report(info: dict) -> str:
     else:
         lines.append("labels       no")
     lines.append("meta.json    " + ("fields hash ok" if META_HASH_KEY in meta else
-                                 f"no {META_HASH_KEY} (written before it existed): fields checked for consistency only"))
+                                 f"no {META_HASH_KEY} (written before it existed): fields checked for "
+                                 "consistency only"))
     lines.append(f"encoder      sha256 {meta.get('encoder_checkpoint_sha256') or '(not recorded)'}")
     lines.append(f"sources      digest {meta.get('source_list_digest') or '(not recorded)'}")
     skipped = meta.get("skipped")

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from .layout import (BIT_ORDER, CODE_MODES, FORMAT_NAME, FORMAT_VERSION, LABELS_FILE, LATENTS_FILE, META_FILE, STATE_FILE,
-                     latents_shape, packed_channels)
+from .layout import (BIT_ORDER, CODE_MODES, FORMAT_NAME, FORMAT_VERSION, LABELS_FILE, LATENTS_FILE, META_FILE,
+                     STATE_FILE, latents_shape, packed_channels)
 from .npyfile import check_npy, file_sha256
 
 #: the ``meta.json`` key holding ``"sha256:" + hex digest`` of the canonical JSON of every other key
