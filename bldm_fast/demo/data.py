@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 IMAGE_SIZE = 16
+#: the number of built-in images (``load_digits()``)
+NUM_IMAGES = 1797
 #: images ``[0, NUM_TRAIN)`` train the models; the rest are held out for the reconstruction error
 NUM_TRAIN = 1500
 

@@ -21,24 +21,36 @@ import shutil
 import time
 
 
+#: the demo's sampling defaults, picked from the quality measurements in docs/MODEL_CARD.md
+DEFAULT_STEPS = 32
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_GUIDANCE = 0.0
+
+
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo", metavar="DIR", help="output folder (default ./demo)")
     p.add_argument("--samples", type=int, default=64, help="images to generate (default 64, an 8x8 grid)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's T = 32)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"sampling steps, 1..T (default {DEFAULT_STEPS}, or T if the model has fewer)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help=f"sampling temperature (default {DEFAULT_TEMPERATURE:g})")
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance of a class-conditional model (default {DEFAULT_GUIDANCE:g}; "
+                        "the digits 0..9 in turn are asked for)")
     p.add_argument("--backend", default="auto", help="the fused backend (default auto: cpu when built)")
-    p.add_argument("--images", type=int, default=None, help="encode only the first N built-in images")
+    p.add_argument("--images", type=int, default=None, help="encode only the first N built-in images (1..1797)")
     p.add_argument("--repeats", type=int, default=3, help="timed sampling runs per backend, best kept (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--assets", default=None, metavar="DIR", help="weights folder (default: the bundled ones)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (the table is still printed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (same as --quiet)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     res = demo(out=args.out, samples=args.samples, steps=args.steps, seed=args.seed, temperature=args.temperature,
-               backend=args.backend, images=args.images, repeats=args.repeats, threads=args.threads,
-               assets=args.assets, progress=not args.no_progress)
+               guidance=args.guidance, backend=args.backend, images=args.images, repeats=args.repeats,
+               threads=args.threads, assets=args.assets, progress=not (args.no_progress or args.quiet))
     print(format_table(res))
     return 0 if res["bits_ok"] else 1
 
@@ -103,10 +115,12 @@ def decode_codes(ae, codes_packed):
         return ae.decode_tokens(tok).clamp(0, 1)
 
 
-def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float, backend: str) -> dict:
-    """Replay every step of the fused trajectory ``traj`` on the reference backend from the same
-    state and stream offsets; count the bits that differ and how many of them lie in the guard band
-    (the reference probability within 1e-5 of the uniform drawn)."""
+def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float, backend: str, *,
+                   labels=None, guidance: float = 0.0) -> dict:
+    """Replay every step of the fused trajectory ``traj`` (packed ``(S + 1, B, L, ceil(C/8))``) on
+    the reference backend from the same state and stream offsets, with the denoiser calls of
+    ``model.model_fn(labels, guidance)``; count the bits that differ and how many of them lie in
+    the guard band (the reference probability within 1e-5 of the uniform drawn)."""
     import torch
 
     from ..diffusion.grid import region_offset, reserve_stream, sampling_grid, step_pairs
@@ -116,22 +130,21 @@ def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float
     pairs = step_pairs(grid)
     _, base = reserve_stream(None, seed, None, len(grid))
     C = model.channels
-    B = traj.shape[1]
+    call = model.model_fn(labels, guidance)
     diff = in_band = draws = 0
     with torch.no_grad():
         for i, (t, t_prev) in enumerate(pairs):
             xt = traj[i]
-            x_in = unpack_bits(xt, C, torch.float32)
-            logits = model.denoiser(x_in, time_steps=torch.full((B,), t - 1, dtype=torch.long))
+            logits, uncond = call(unpack_bits(xt, C, torch.float32), t)
             off = region_offset(base, i + 1)
             last = i + 1 == len(pairs)
+            kw = dict(seed=seed, offset=off, temperature=temperature, guidance=guidance if uncond is not None else 0.0,
+                      uncond_logits=uncond, backend="reference")
             if last:
-                ref = sample_step(logits, xt, t, t_prev, model.schedule, seed=seed, offset=off,
-                                  temperature=temperature, backend="reference")
+                ref = sample_step(logits, xt, t, t_prev, model.schedule, **kw)
                 probs = None
             else:
-                ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, seed=seed, offset=off,
-                                            temperature=temperature, return_probs=True, backend="reference")
+                ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, return_probs=True, **kw)
             bad = unpack_bits(ref ^ traj[i + 1], C, torch.bool)
             n_bad = int(bad.sum())
             draws += bad.numel()
@@ -139,46 +152,110 @@ def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float
             if n_bad and probs is not None:
                 u = philox_uniform(seed, off, bad.numel()).reshape(bad.shape)
                 in_band += int(((probs.double() - u.double()).abs()[bad] < 1e-5).sum())
-            elif n_bad:  # final threshold: the band is around 0.5
-                p0 = torch.sigmoid(logits.double())
+            elif n_bad:  # final threshold: the band is around 0.5 of the guided, tempered probability
+                lg = logits.double()
+                if uncond is not None:
+                    lg = (1 + guidance) * lg - guidance * uncond.double()
+                p0 = torch.sigmoid(lg / temperature)
                 in_band += int(((p0 - 0.5).abs()[bad] < 1e-5).sum())
     return dict(draws=draws, differing=diff, in_guard_band=in_band)
 
 
-def demo(out: str = "demo", *, samples: int = 64, steps: int | None = None, seed: int = 0, temperature: float = 1.0,
-         backend: str = "auto", images: int | None = None, repeats: int = 3, threads: int | None = None,
-         assets: str | None = None, progress: bool = True) -> dict:
-    """Run the demo (see the module doc); returns every number of the table (a dict)."""
+def check_demo_arguments(*, out, samples, steps, seed, temperature, guidance, images, repeats, threads) -> None:
+    """Every argument of :func:`demo` that needs no model, checked before anything is loaded or
+    written. Raises ``ValueError`` / ``TypeError`` naming the argument."""
+    from .args import check_float, check_int
+    from .data import NUM_IMAGES
+
+    check_int(samples, "samples")
+    if steps is not None:
+        check_int(steps, "steps")
+    check_int(seed, "seed", 0, 2**63 - 1)
+    check_float(temperature, "temperature")
+    if guidance is not None:
+        check_float(guidance, "guidance", low=0.0, low_open=False)
+    if images is not None:
+        check_int(images, "images", 1, NUM_IMAGES)
+    check_int(repeats, "repeats")
+    if threads is not None:
+        check_int(threads, "threads")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path, got {type(out).__name__}")
+
+
+def demo(out: str = "demo", *, samples: int = 64, steps: int | None = None, seed: int = 0,
+         temperature: float = DEFAULT_TEMPERATURE, guidance: float | None = None, backend: str = "auto",
+         images: int | None = None, repeats: int = 3, threads: int | None = None, assets: str | None = None,
+         progress: bool = True) -> dict:
+    """Run the demo (see the module doc); returns every number of the table (a dict).
+
+    Args:
+        out: output folder (created; ``digits_codes/``, ``samples.png``, ``samples_reference.png``,
+            ``data.png`` are written there).
+        samples: images to generate, >= 1. steps: sampling steps ``1..T`` (default
+            ``min(DEFAULT_STEPS, T)``). seed: >= 0. temperature: > 0.
+        guidance: classifier-free guidance >= 0 for a class-conditional model, which is then asked
+            for the digits ``0, 1, ..., 9, 0, ...`` in turn (default ``DEFAULT_GUIDANCE``); must be
+            None or 0 for an unconditional one.
+        backend: the fused backend. images: encode the first ``1..1797`` built-in images (default all).
+        repeats: timed runs per backend, >= 1. threads: torch threads, >= 1 (default torch's).
+        assets: weights folder (default the bundled ``bldm_fast/assets``).
+
+    Returns:
+        dict with the timings, the bit checks (``bits_ok``), the quality scores (``quality``: the
+        dict of :func:`bldm_fast.quality.quality_report`), ``images`` float ``(samples, 1, 16, 16)``...
+
+    Raises:
+        TypeError / ValueError: a bad argument (before anything is written), missing or unreadable
+            weights, an unknown backend, an ``out`` that is a file or not writable.
+        RuntimeError: a backend that is not available in this install.
+    """
     from .bundle import cpu_settings
 
+    check_demo_arguments(out=out, samples=samples, steps=steps, seed=seed, temperature=temperature,
+                         guidance=guidance, images=images, repeats=repeats, threads=threads)
     with cpu_settings(threads):
-        return _run(out, samples, steps, seed, temperature, backend, images, repeats, assets, progress)
+        return _run(out, samples, steps, seed, temperature, guidance, backend, images, repeats, assets, progress)
 
 
-def _run(out, samples, steps, seed, temperature, backend, images, repeats, assets, progress) -> dict:
+def _run(out, samples, steps, seed, temperature, guidance, backend, images, repeats, assets, progress) -> dict:
     import numpy as np
     import torch
 
     from .._backends import resolve_backend
     from ..data import PackedLatentDataset
+    from ..quality import quality_report
+    from .args import check_out_dir
     from .bundle import load_bundled
     from .data import IMAGE_SIZE, load_digit_images
     from .train import encode_packed
 
     t0 = time.perf_counter()
     ae, model, meta = load_bundled(assets)
+    T = model.num_timesteps
+    steps_n = min(DEFAULT_STEPS, T) if steps is None else steps
+    if steps_n > T:
+        raise ValueError(f"steps must be in 1..{T} (the model's T), got {steps_n}")
+    labels = None
+    if model.num_classes is not None:
+        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+        labels = torch.arange(samples) % model.num_classes
+    elif guidance:
+        raise ValueError(f"guidance needs a class-conditional model; the one in {assets or 'bldm_fast/assets'} "
+                         "is unconditional")
+    else:
+        guidance = 0.0
     fused = resolve_backend(backend, torch.device("cpu"))
-    steps_n = steps or model.num_timesteps
-    os.makedirs(out, exist_ok=True)
+    out = check_out_dir(out, "out")
 
     # ---- encode the built-in images to a packed dataset --------------------------------------
-    imgs, labels = load_digit_images(meta["data"]["image_size"] if meta else IMAGE_SIZE)
+    imgs, digit_labels = load_digit_images(meta["data"]["image_size"] if meta else IMAGE_SIZE)
     if images:
-        imgs, labels = imgs[:images], labels[:images]
+        imgs, digit_labels = imgs[:images], digit_labels[:images]
     codes_dir = os.path.join(out, "digits_codes")
     shutil.rmtree(codes_dir, ignore_errors=True)
     t = time.perf_counter()
-    encode_packed(ae, imgs, codes_dir, labels=labels, progress=progress)
+    encode_packed(ae, imgs, codes_dir, labels=digit_labels, progress=progress)
     t_encode = time.perf_counter() - t
     ds = PackedLatentDataset(codes_dir, verify=True)
     codes = torch.from_numpy(np.stack([np.asarray(ds[i][0]) for i in range(len(ds))]))
@@ -187,19 +264,20 @@ def _run(out, samples, steps, seed, temperature, backend, images, repeats, asset
     bytes_per_latent = int(codes[0].numel())
 
     # ---- sample with both backends -----------------------------------------------------------
+    kw = dict(batch_size=samples, labels=labels, guidance=guidance, seed=seed)
     timer = _Timer(model.denoiser)
     timings = {}
     results = {}
     try:
         for be in (fused, "reference"):  # warm-up (first calls allocate and dispatch), untimed
-            model.sample(batch_size=samples, steps=min(2, steps_n), seed=seed, backend=be, progress=False)
+            model.sample(steps=min(2, steps_n), backend=be, progress=False, **kw)
         for name, be in (("fused", fused), ("reference", "reference")):
             best = None
-            for r in range(max(1, repeats)):
+            for r in range(repeats):
                 timer.reset()
                 t = time.perf_counter()
-                x = model.sample(batch_size=samples, steps=steps_n, seed=seed, temperature=temperature, backend=be,
-                                 progress=progress and r == 0)
+                x = model.sample(steps=steps_n, temperature=temperature, backend=be, progress=progress and r == 0,
+                                 **kw)
                 total = time.perf_counter() - t
                 if best is None or total < best[0]:
                     best = (total, timer.total)
@@ -208,14 +286,14 @@ def _run(out, samples, steps, seed, temperature, backend, images, repeats, asset
     finally:
         timer.remove()
     same = (results["fused"] == results["reference"]).flatten(1).all(1)
-    traj = model.sample(batch_size=samples, steps=steps_n, seed=seed, temperature=temperature, backend=fused,
-                        return_all=True, progress=False)
-    step_check = stepwise_check(model, traj, seed, steps_n, temperature, fused)
+    traj = model.sample(steps=steps_n, temperature=temperature, backend=fused, return_all=True, progress=False, **kw)
+    step_check = stepwise_check(model, traj, seed, steps_n, temperature, fused, labels=labels, guidance=guidance)
     bits_ok = bool(torch.equal(traj[-1], results["fused"])) and step_check["differing"] == step_check["in_guard_band"]
 
-    # ---- images ------------------------------------------------------------------------------
+    # ---- images and their quality --------------------------------------------------------------
     gen_f = decode_codes(ae, results["fused"])
     gen_r = decode_codes(ae, results["reference"])
+    quality = quality_report(gen_f)
     nrow = max(1, int(math.ceil(math.sqrt(samples))))
     path_f = os.path.join(out, "samples.png")
     path_r = os.path.join(out, "samples_reference.png")
@@ -225,23 +303,30 @@ def _run(out, samples, steps, seed, temperature, backend, images, repeats, asset
 
     per = lambda d: {k: v / steps_n for k, v in d.items()}
     res = dict(
-        out=os.path.abspath(out), samples_png=path_f, reference_png=path_r, backend=fused, samples=samples,
-        steps=steps_n, seed=seed, num_images=int(imgs.shape[0]), encode_s=t_encode, recon_mae=rec_err,
+        out=out, samples_png=path_f, reference_png=path_r, backend=fused, samples=samples,
+        steps=steps_n, seed=seed, temperature=temperature, guidance=guidance, conditional=labels is not None,
+        num_images=int(imgs.shape[0]), encode_s=t_encode, recon_mae=rec_err,
         bytes_per_latent=bytes_per_latent, float32_bytes_per_latent=model.length * model.channels * 4,
         per_step={k: per(v) for k, v in timings.items()}, timings=timings,
         speedup_sampler=timings["reference"]["sampler_s"] / max(timings["fused"]["sampler_s"], 1e-12),
         speedup_total=timings["reference"]["total_s"] / max(timings["fused"]["total_s"], 1e-12),
-        identical_samples=int(same.sum()), stepwise=step_check, bits_ok=bits_ok,
+        identical_samples=int(same.sum()), stepwise=step_check, bits_ok=bits_ok, quality=quality,
         images=gen_f, images_reference=gen_r, codes=results["fused"], total_s=time.perf_counter() - t0,
     )
     return res
 
 
 def format_table(res: dict) -> str:
+    """The demo's printed report: timings, bytes, the quality scores and the bit checks."""
+    from ..quality import format_quality
+
     f, r = res["per_step"]["fused"], res["per_step"]["reference"]
     sc = res["stepwise"]
+    how = f"temperature {res['temperature']:g}"
+    if res["conditional"]:
+        how += f", digits 0..9 in turn, guidance {res['guidance']:g}"
     lines = [
-        f"bldm-fast demo: {res['samples']} digits, {res['steps']} steps, seed {res['seed']} "
+        f"bldm-fast demo: {res['samples']} digits, {res['steps']} steps, seed {res['seed']}, {how} "
         f"(fused backend: {res['backend']})",
         f"encoded {res['num_images']} built-in images to {res['out']}/digits_codes in {res['encode_s']:.2f} s; "
         f"reconstruction MAE {res['recon_mae']:.4f}",
@@ -254,6 +339,8 @@ def format_table(res: dict) -> str:
         f"{res['speedup_total']:>9.2f}x",
         f"{'bytes per latent (packed/float32)':34}{res['bytes_per_latent']:>12}{res['float32_bytes_per_latent']:>12}"
         f"{res['float32_bytes_per_latent'] / res['bytes_per_latent']:>9.0f}x",
+        "",
+        *format_quality(res["quality"]),
         "",
         f"same bits, end to end: {res['identical_samples']}/{res['samples']} samples identical",
         f"same bits, step by step (reference replayed on the fused trajectory): {sc['differing']} of "

@@ -6,7 +6,15 @@
    :class:`bldm_fast.data.PackedLatentWriter` and read back with
    :class:`bldm_fast.data.PackedLatentDataset`.
 3. The BinaryTransformer is trained on those packed codes with
-   :meth:`bldm_fast.BernoulliDiffusion.loss` (the official loss, fused flip BCE), Adam.
+   :meth:`bldm_fast.BernoulliDiffusion.loss` (the official loss, fused flip BCE), AdamW with
+   warm-up and cosine decay, and an exponential moving average of its weights (the official
+   ``ema_beta``), which is what is saved. Class-conditional by default (the digit's label, dropped
+   for a whole batch with probability ``label_dropout`` as the official classifier-free guidance
+   recipe does), so it samples with and without labels.
+
+Every argument is checked before anything is written; the three files are written atomically
+(temporary files, fsync, rename) into ``out`` (default ``./digits_model``; never into the installed
+package: copy the files into ``bldm_fast/assets`` or pass ``bldm-fast demo --assets DIR``).
 
 Seeds: ``torch.manual_seed(seed)`` before each model's construction and loop, and a
 ``PhiloxGenerator(seed)`` for the noising stream, so a rerun with the same arguments and thread
@@ -16,31 +24,55 @@ count writes the same weights.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
 import time
 
+DEFAULT_OUT = "digits_model"
+#: the training defaults (``bldm-fast train`` with no options reproduces bldm_fast/assets)
+DEFAULTS = dict(ae_steps=1500, denoiser_steps=4000, ae_batch=64, denoiser_batch=128, ae_lr=2e-3, denoiser_lr=1e-3,
+                seed=0, codebook_weight=0.1, ema_decay=0.995, label_dropout=0.1, conditional=True, threads=1)
+
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="where to write the weights and digits_model.json (default: the package's assets folder)")
-    p.add_argument("--ae-steps", type=int, default=1500, help="autoencoder Adam steps (default 1500)")
-    p.add_argument("--denoiser-steps", type=int, default=2500, help="denoiser Adam steps (default 2500)")
-    p.add_argument("--ae-batch", type=int, default=64, help="autoencoder batch size (default 64)")
-    p.add_argument("--denoiser-batch", type=int, default=128, help="denoiser batch size (default 128)")
-    p.add_argument("--ae-lr", type=float, default=2e-3, help="autoencoder learning rate (default 2e-3)")
-    p.add_argument("--denoiser-lr", type=float, default=1e-3, help="denoiser learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: reproducible, and immune to OpenMP oversubscription on a busy machine)")
+    d = DEFAULTS
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"where to write the weights and digits_model.json (default ./{DEFAULT_OUT})")
+    p.add_argument("--ae-steps", type=int, default=d["ae_steps"],
+                   help=f"autoencoder Adam steps (default {d['ae_steps']})")
+    p.add_argument("--denoiser-steps", type=int, default=d["denoiser_steps"],
+                   help=f"denoiser AdamW steps (default {d['denoiser_steps']})")
+    p.add_argument("--ae-batch", type=int, default=d["ae_batch"],
+                   help=f"autoencoder batch size (default {d['ae_batch']})")
+    p.add_argument("--denoiser-batch", type=int, default=d["denoiser_batch"],
+                   help=f"denoiser batch size (default {d['denoiser_batch']})")
+    p.add_argument("--ae-lr", type=float, default=d["ae_lr"],
+                   help=f"autoencoder learning rate (default {d['ae_lr']:g})")
+    p.add_argument("--denoiser-lr", type=float, default=d["denoiser_lr"],
+                   help=f"denoiser learning rate (default {d['denoiser_lr']:g})")
+    p.add_argument("--ema-decay", type=float, default=d["ema_decay"],
+                   help=f"decay of the denoiser's weight average, in [0, 1); 0 saves the raw weights "
+                        f"(default {d['ema_decay']:g})")
+    p.add_argument("--unconditional", action="store_true", help="no class labels (default: class-conditional)")
+    p.add_argument("--label-dropout", type=float, default=d["label_dropout"],
+                   help=f"probability that a batch is trained without labels (default {d['label_dropout']:g})")
+    p.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
+    p.add_argument("--threads", type=int, default=d["threads"],
+                   help="torch threads (default 1: reproducible, and immune to OpenMP oversubscription on a "
+                        "busy machine)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_train(args: argparse.Namespace) -> int:
     res = train(out=args.out, ae_steps=args.ae_steps, denoiser_steps=args.denoiser_steps, ae_batch=args.ae_batch,
                 denoiser_batch=args.denoiser_batch, ae_lr=args.ae_lr, denoiser_lr=args.denoiser_lr,
-                seed=args.seed, threads=args.threads, progress=not args.no_progress)
+                ema_decay=args.ema_decay, conditional=not args.unconditional, label_dropout=args.label_dropout,
+                seed=args.seed, threads=args.threads, progress=not (args.no_progress or args.quiet))
+    if args.quiet:
+        return 0
     m = res["metrics"]
     print(f"autoencoder: {res['ae_steps']} steps, final L1 {m['ae_final_loss']:.4f}; reconstruction MAE "
           f"train {m['recon_mae_train']:.4f}, held-out {m['recon_mae_heldout']:.4f}, all {m['recon_mae_all']:.4f}")
@@ -114,30 +146,81 @@ def encode_packed(ae, images, out_dir, *, labels=None, batch: int = 256, progres
         return w.finalize()
 
 
-def train(out: str | None = None, *, ae_steps: int = 1500, denoiser_steps: int = 2500, ae_batch: int = 64,
-          denoiser_batch: int = 128, ae_lr: float = 2e-3, denoiser_lr: float = 1e-3, seed: int = 0,
-          codebook_weight: float = 0.1, threads: int | None = 1, progress: bool = True) -> dict:
-    """Train both models and write the assets; returns the JSON metadata written (plus ``out``)."""
+def check_train_arguments(*, out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoiser_lr, seed,
+                          codebook_weight, ema_decay, label_dropout, conditional, threads) -> str:
+    """Check every argument of :func:`train` and return ``out`` as an absolute, writable folder
+    (created if missing). Raises ``TypeError`` / ``ValueError`` naming the argument."""
+    from .args import check_float, check_int, check_out_dir
+
+    for name, v in (("ae_steps", ae_steps), ("denoiser_steps", denoiser_steps), ("ae_batch", ae_batch),
+                    ("denoiser_batch", denoiser_batch)):
+        check_int(v, name)
+    check_int(seed, "seed", 0, 2**63 - 1)
+    if threads is not None:
+        check_int(threads, "threads")
+    check_float(ae_lr, "ae_lr")
+    check_float(denoiser_lr, "denoiser_lr")
+    check_float(codebook_weight, "codebook_weight", low_open=False)
+    check_float(ema_decay, "ema_decay", low_open=False, high=0.999999)
+    check_float(label_dropout, "label_dropout", low_open=False, high=1.0)
+    if not isinstance(conditional, bool):
+        raise TypeError(f"conditional must be a bool, got {type(conditional).__name__}")
+    if out is None:
+        out = DEFAULT_OUT
+    return check_out_dir(out, "out")
+
+
+def train(out: str | None = DEFAULT_OUT, *, ae_steps: int = DEFAULTS["ae_steps"],
+          denoiser_steps: int = DEFAULTS["denoiser_steps"], ae_batch: int = DEFAULTS["ae_batch"],
+          denoiser_batch: int = DEFAULTS["denoiser_batch"], ae_lr: float = DEFAULTS["ae_lr"],
+          denoiser_lr: float = DEFAULTS["denoiser_lr"], seed: int = DEFAULTS["seed"],
+          codebook_weight: float = DEFAULTS["codebook_weight"], ema_decay: float = DEFAULTS["ema_decay"],
+          label_dropout: float = DEFAULTS["label_dropout"], conditional: bool = DEFAULTS["conditional"],
+          threads: int | None = DEFAULTS["threads"], progress: bool = True) -> dict:
+    """Train both models and write the three asset files into ``out``.
+
+    Args:
+        out: output folder (created; default ``./digits_model``; None means the default).
+        ae_steps, denoiser_steps, ae_batch, denoiser_batch: ints >= 1.
+        ae_lr, denoiser_lr: peak learning rates > 0 (100 warm-up steps, cosine decay to 10%).
+        seed: >= 0. codebook_weight: >= 0, the autoencoder's codebook loss weight.
+        ema_decay: in [0, 1): the saved denoiser is the exponential moving average of its weights
+            (0: the last weights).
+        label_dropout: in [0, 1], probability that a batch is trained unconditionally.
+        conditional: a class-conditional denoiser (10 digits) or an unconditional one.
+        threads: torch threads (>= 1; None leaves torch's).
+
+    Returns:
+        the JSON metadata written, plus ``out``, ``ae_steps`` and ``denoiser_steps``.
+
+    Raises:
+        TypeError / ValueError: a bad argument, or ``out`` is a file or not writable (before
+            anything is written).
+        OSError: writing the files failed (nothing half-written is left in ``out``).
+    """
     from .bundle import cpu_settings
 
+    out = check_train_arguments(out=out, ae_steps=ae_steps, denoiser_steps=denoiser_steps, ae_batch=ae_batch,
+                                denoiser_batch=denoiser_batch, ae_lr=ae_lr, denoiser_lr=denoiser_lr, seed=seed,
+                                codebook_weight=codebook_weight, ema_decay=ema_decay, label_dropout=label_dropout,
+                                conditional=conditional, threads=threads)
     with cpu_settings(threads):
         return _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoiser_lr, seed,
-                      codebook_weight, progress)
+                      codebook_weight, ema_decay, label_dropout if conditional else 0.0, conditional, progress)
 
 
 def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoiser_lr, seed, codebook_weight,
-           progress) -> dict:
-    import numpy as np
+           ema_decay, label_dropout, conditional, progress) -> dict:
     import torch
     from tqdm.auto import tqdm
 
     from ..data import PackedLatentDataset
+    from ..ops import unpack_bits
     from ..rng import PhiloxGenerator
     from . import bundle
+    from .args import save_atomic
     from .data import IMAGE_SIZE, NUM_TRAIN, load_digit_images
 
-    out = os.path.abspath(out or bundle.ASSETS_DIR)
-    os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     images, labels = load_digit_images(IMAGE_SIZE)
     x_train = images[:NUM_TRAIN]
@@ -175,14 +258,17 @@ def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoi
     with tempfile.TemporaryDirectory(prefix="bldm_digits_") as tmp:
         encode_packed(ae, x_train, os.path.join(tmp, "codes"), labels=labels[:NUM_TRAIN], progress=progress)
         ds = PackedLatentDataset(os.path.join(tmp, "codes"), verify=True)
-        codes = torch.from_numpy(np.stack([np.asarray(ds[i][0]) for i in range(len(ds))]))
-    bit_balance = float(__import__("bldm_fast").unpack_bits(codes, ae.codebook_size, torch.float32).mean())
+        items = [ds[i] for i in range(len(ds))]
+        codes = torch.stack([c for c, _ in items])
+        code_labels = torch.tensor([lab for _, lab in items], dtype=torch.long)
+    bit_balance = float(unpack_bits(codes, ae.codebook_size, torch.float32).mean())
 
     # ---- 3. denoiser -----------------------------------------------------------------------
     t1 = time.perf_counter()
     torch.manual_seed(seed + 1)
-    den = bundle.build_denoiser()
+    den = bundle.build_denoiser(dict(bundle.DENOISER_CONFIG, num_classes=10 if conditional else None))
     model = bundle.build_diffusion(den)
+    ema = copy.deepcopy(den).eval().requires_grad_(False)
     opt = torch.optim.AdamW(den.parameters(), lr=denoiser_lr, betas=(0.9, 0.99), weight_decay=0.01)
     gen = PhiloxGenerator(seed=seed)
     den.train()
@@ -192,17 +278,20 @@ def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoi
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, denoiser_steps, denoiser_lr)
         idx = torch.randint(0, codes.shape[0], (denoiser_batch,), generator=g)
-        res = model.loss(codes[idx], generator=gen)
+        res = model.loss(codes[idx], labels=code_labels[idx] if conditional else None, generator=gen,
+                         label_dropout=label_dropout)
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
         torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
         opt.step()
+        with torch.no_grad():  # the official EMA: ema = decay * ema + (1 - decay) * weights
+            for p_ema, p in zip(ema.parameters(), den.parameters()):
+                p_ema.lerp_(p, 1.0 - ema_decay)
         d_losses.append(float(res["loss"].detach()))
         d_acc.append(float(res["acc"].detach()) if "acc" in res else float("nan"))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{d_losses[-1]:.4f}")
     bar.close()
-    den.eval()
     t_den = time.perf_counter() - t1
 
     # ---- metrics and files -----------------------------------------------------------------
@@ -216,18 +305,18 @@ def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoi
         denoiser_final_loss=tail(d_losses),
         denoiser_final_acc=tail(d_acc),
     )
-    torch.save(ae.state_dict(), os.path.join(out, bundle.AE_FILE))
-    torch.save(den.state_dict(), os.path.join(out, bundle.DENOISER_FILE))
     meta = dict(
         data=dict(source="sklearn.datasets.load_digits (UCI ML hand-written digits)", licence="BSD-3-Clause",
                   sklearn_version=__import__("sklearn").__version__, image_size=IMAGE_SIZE, num_images=len(images),
-                  num_train=NUM_TRAIN, preprocessing="images / 16, bilinear upscale 8 -> 16, 1 channel, ink = 1"),
+                  num_train=NUM_TRAIN, preprocessing="images / 16, bilinear upscale 8 -> 16, 1 channel, ink = 1",
+                  labels="the digit 0..9" if conditional else "unused"),
         autoencoder_config=ae.config(),
-        denoiser_config=den.config(),
+        denoiser_config=ema.config(),
         diffusion_config=dict(bundle.DIFFUSION_CONFIG),
         training=dict(ae_steps=ae_steps, denoiser_steps=denoiser_steps, ae_batch=ae_batch,
                       denoiser_batch=denoiser_batch, ae_lr=ae_lr, denoiser_lr=denoiser_lr, seed=seed,
-                      codebook_weight=codebook_weight, threads=torch.get_num_threads(),
+                      codebook_weight=codebook_weight, ema_decay=ema_decay, label_dropout=label_dropout,
+                      saved_denoiser="ema" if ema_decay > 0 else "last", threads=torch.get_num_threads(),
                       torch_version=torch.__version__),
         metrics=metrics,
         curves=dict(ae_l1=_curve(ae_l1, 100), ae_loss=_curve(ae_losses, 100), denoiser_loss=_curve(d_losses, 100),
@@ -235,9 +324,8 @@ def _train(out, ae_steps, denoiser_steps, ae_batch, denoiser_batch, ae_lr, denoi
         timings=dict(autoencoder_s=round(t_ae, 1), denoiser_s=round(t_den, 1),
                      total_s=round(time.perf_counter() - t0, 1)),
     )
-    # JSON needs lists, not tuples
-    meta = json.loads(json.dumps(meta))
-    with open(os.path.join(out, bundle.META_FILE), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
+    meta = json.loads(json.dumps(meta))  # JSON needs lists, not tuples
+    save_atomic([(os.path.join(out, bundle.AE_FILE), ae.state_dict()),
+                 (os.path.join(out, bundle.DENOISER_FILE), ema.state_dict()),
+                 (os.path.join(out, bundle.META_FILE), json.dumps(meta, indent=1) + "\n")])
     return dict(meta, out=out, ae_steps=ae_steps, denoiser_steps=denoiser_steps)
