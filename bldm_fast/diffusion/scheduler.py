@@ -1,4 +1,4 @@
-"""BernoulliScheduler: a diffusers-style scheduler for Bernoulli diffusion (no diffusers dependency).
+"""BernoulliScheduler: a diffusers scheduler for Bernoulli diffusion (diffusers optional).
 
 The loop::
 
@@ -11,6 +11,10 @@ The loop::
 
 gives the same samples as ``BernoulliDiffusion.sample(B, steps=steps, generator=gen')`` with a
 fresh ``gen'`` of the same seed (same random-stream layout, :mod:`bldm_fast.diffusion.grid`).
+
+With diffusers installed (``pip install bldm_fast[diffusers]``) the class is a
+``diffusers.SchedulerMixin`` + ``ConfigMixin`` and :class:`SchedulerOutput` a ``BaseOutput``;
+without it :mod:`.diffusers_compat` supplies the same calls for local folders.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from ..ops import bernoulli_noise, pack_bits, sample_step, unpack_bits
 from ..rng import PhiloxGenerator
 from ..schedule import KINDS, BernoulliSchedule
+from .diffusers_compat import DIFFUSERS_AVAILABLE, BaseOutput, ConfigMixin, SchedulerMixin
 from .diffusion import _HALF, check_guidance, check_temperature, packed_condition
 from .grid import check_region_capacity, region_offset, reserve_stream, sampling_grid
 
@@ -31,9 +36,23 @@ CONFIG_NAME = "scheduler_config.json"
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def philox_seed(generator: torch.Generator) -> int:
+    """The Philox seed a ``torch.Generator`` stands for in :meth:`BernoulliScheduler.step` and the
+    pipeline: ``torch.randint(0, 2**63 - 1, (), generator=generator, device=generator.device)``,
+    one draw (so the generator advances like any torch sampling call, and the same generator state
+    always gives the same seed), used with offset 0.
+
+    Raises:
+        TypeError: ``generator`` is not a ``torch.Generator``.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return int(torch.randint(0, 2**63 - 1, (), generator=generator, device=generator.device).item())
+
+
 @dataclass
-class SchedulerOutput:
-    """Output of :meth:`BernoulliScheduler.step`.
+class SchedulerOutput(BaseOutput):
+    """Output of :meth:`BernoulliScheduler.step` (``out.prev_sample``, ``out[0]``, ``out.to_tuple()``).
 
     Attributes:
         prev_sample: float 0/1 ``(B, L, C)`` (dtype of the input ``sample``): ``x_{t_prev}``.
@@ -45,18 +64,8 @@ class SchedulerOutput:
     pred_original_sample: torch.Tensor
 
 
-class SchedulerConfig(dict):
-    """The scheduler's config: a dict with attribute access (like diffusers' ``FrozenDict``)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class BernoulliScheduler:
-    """Diffusers-style scheduler for Bernoulli (binary latent) diffusion.
+class BernoulliScheduler(SchedulerMixin, ConfigMixin):
+    """Diffusers scheduler for Bernoulli (binary latent) diffusion.
 
     Args:
         num_train_timesteps: ``T``, the training steps.
@@ -64,16 +73,20 @@ class BernoulliScheduler:
         predict_flip: the model predicts flip logits (official ``p_flip``), else ``x_0 = 1`` logits.
 
     Attributes:
-        config: :class:`SchedulerConfig` with the three arguments.
+        config: a frozen dict (diffusers' ``FrozenDict``) of the three arguments, also readable as
+            attributes (``config.beta_schedule``).
         schedule: the :class:`~bldm_fast.BernoulliSchedule`.
         timesteps: long tensor of the official grid, descending (after :meth:`set_timesteps`;
             before it, ``T..1``). The official denoiser takes ``time_steps = t - 1``.
-        num_inference_steps, init_noise_sigma (1.0), order (1).
+        num_inference_steps, init_noise_sigma (1.0), order (1); ``len(scheduler)`` is ``T``.
+        step_index: index in :attr:`timesteps` of the next step (None until the run's first
+            step); begin_index: set by :meth:`set_begin_index`, else None.
 
     Random stream: one sampling run uses the regions of :mod:`bldm_fast.diffusion.grid`: the
     first of :meth:`init_noise` / :meth:`step` after :meth:`set_timesteps` that gets a
     ``generator`` / ``seed`` reserves the run's stream (``(S + 1) * 2**40`` counters of a
-    generator); later calls of the run reuse it (passing the same generator or seed again is
+    :class:`~bldm_fast.PhiloxGenerator`; a ``torch.Generator`` gives the seed :func:`philox_seed`,
+    offset 0); later calls of the run reuse it (passing the same generator or seed again is
     allowed), step ``i`` of :attr:`timesteps` drawing from region ``i + 1``. The final step (to
     ``t = 0``) ends the run: the next call reserves a new stream.
 
@@ -82,6 +95,7 @@ class BernoulliScheduler:
     """
 
     config_name = CONFIG_NAME
+    _compatibles: list = []
     order = 1
     init_noise_sigma = 1.0
 
@@ -89,10 +103,13 @@ class BernoulliScheduler:
         if beta_schedule not in KINDS:
             raise ValueError(f"beta_schedule must be one of {KINDS}, got {beta_schedule!r}")
         self.schedule = BernoulliSchedule(num_train_timesteps, beta_schedule)
-        self.config = SchedulerConfig(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                      predict_flip=bool(predict_flip))
+        self.register_to_config(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                predict_flip=bool(predict_flip))
         self.predict_flip = bool(predict_flip)
         self.set_timesteps(num_train_timesteps)
+
+    def __len__(self) -> int:
+        return self.num_train_timesteps
 
     def __repr__(self) -> str:
         return f"BernoulliScheduler({json.dumps(dict(self.config))})"
@@ -100,8 +117,14 @@ class BernoulliScheduler:
     # ------------------------------------------------------------------------------------------
     # config
     # ------------------------------------------------------------------------------------------
-    def save_config(self, save_directory) -> str:
-        """Write ``scheduler_config.json`` into ``save_directory`` (created if needed); returns its path."""
+    def save_config(self, save_directory, push_to_hub: bool = False, **kwargs) -> str:
+        """Write ``scheduler_config.json`` (``_class_name`` and the three arguments) into
+        ``save_directory`` (created if needed); returns its path. ``save_pretrained`` writes the
+        same. ``push_to_hub`` (diffusers only) uses diffusers' own writer and upload instead."""
+        if push_to_hub:
+            if not DIFFUSERS_AVAILABLE:
+                raise ValueError("push_to_hub needs diffusers (pip install bldm_fast[diffusers])")
+            ConfigMixin.save_config(self, save_directory, push_to_hub=True, **kwargs)
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(save_directory, CONFIG_NAME)
         data = {"_class_name": type(self).__name__, **self.config}
@@ -111,10 +134,14 @@ class BernoulliScheduler:
         return path
 
     @classmethod
-    def from_config(cls, config, **overrides) -> "BernoulliScheduler":
-        """Build from a dict, a ``SchedulerConfig``, a JSON file or a directory holding
+    def from_config(cls, config, return_unused_kwargs: bool = False, **overrides) -> "BernoulliScheduler":
+        """Build from a dict (a ``config``), a JSON file or a directory holding
         ``scheduler_config.json``; ``overrides`` replace entries. Keys starting with ``_`` are
-        ignored; ``kind`` is read as ``beta_schedule``.
+        ignored; ``kind`` is read as ``beta_schedule``. ``from_pretrained(path, subfolder=...)``
+        (diffusers' with diffusers installed, Hub names included) ends here too.
+
+        Returns:
+            the scheduler, or ``(scheduler, {})`` with ``return_unused_kwargs`` (diffusers' form).
 
         Raises:
             ValueError: unknown keys or bad values; FileNotFoundError: no such file.
@@ -125,7 +152,7 @@ class BernoulliScheduler:
                 path = os.path.join(path, CONFIG_NAME)
             with open(path) as f:
                 config = json.load(f)
-        if not isinstance(config, dict):
+        if not isinstance(config, dict):  # FrozenDict is a dict in both forms
             raise ValueError(f"config must be a dict or a path, got {type(config).__name__}")
         data = {k: v for k, v in {**config, **overrides}.items() if not k.startswith("_")}
         if "kind" in data:
@@ -133,9 +160,7 @@ class BernoulliScheduler:
         unknown = set(data) - {"num_train_timesteps", "beta_schedule", "predict_flip"}
         if unknown:
             raise ValueError(f"unknown BernoulliScheduler config keys: {sorted(unknown)}")
-        return cls(**data)
-
-    from_pretrained = from_config
+        return (cls(**data), {}) if return_unused_kwargs else cls(**data)
 
     # ------------------------------------------------------------------------------------------
     # timesteps
@@ -157,24 +182,62 @@ class BernoulliScheduler:
         self.num_inference_steps = len(grid)
         self.timesteps = torch.tensor(grid, dtype=torch.long, device=device)
         self._stream = None
+        self._stream_source = None
+        self._step_index = None
+        self._begin_index = None
+
+    @property
+    def step_index(self) -> int | None:
+        """Index in :attr:`timesteps` of the next step of the run (None before its first step)."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """The first step's index set by :meth:`set_begin_index`, else None."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start the run at ``timesteps[begin_index]`` (diffusers' API, e.g. for a partly noised
+        start from :meth:`add_noise`); the first :meth:`step` must then get that timestep.
+
+        Raises:
+            ValueError: ``begin_index`` not an int in ``0..num_inference_steps - 1``.
+        """
+        n = self.num_inference_steps
+        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < n:
+            raise ValueError(f"begin_index must be an int in 0..{n - 1}, got {begin_index!r}")
+        self._begin_index = begin_index
 
     def previous_timestep(self, timestep) -> int:
         """The grid's next (smaller) timestep after ``timestep``, 0 after the last."""
-        i = self._step_index(timestep)
+        i = self._index_of(timestep)
         return self._grid[i + 1] if i + 1 < len(self._grid) else 0
 
-    def _step_index(self, timestep) -> int:
+    def _index_of(self, timestep) -> int:
         t = int(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else timestep
         if isinstance(t, bool) or not isinstance(t, int) or t not in self._index:
             raise ValueError(f"timestep {timestep!r} is not in the scheduler's timesteps {self._grid}")
         return self._index[t]
 
     def _run_stream(self, generator, seed) -> tuple[int, int]:
+        if generator is not None and not isinstance(generator, (PhiloxGenerator, torch.Generator)):
+            raise TypeError(f"generator must be a bldm_fast.PhiloxGenerator or a torch.Generator, got "
+                            f"{type(generator).__name__}")
         if self._stream is None:
-            self._stream = reserve_stream(generator, seed, None, self.num_inference_steps)
+            if isinstance(generator, torch.Generator):
+                if seed is not None:
+                    raise ValueError("give a generator or a seed, not both")
+                self._stream = reserve_stream(None, philox_seed(generator), None, self.num_inference_steps)
+            else:
+                self._stream = reserve_stream(generator, seed, None, self.num_inference_steps)
+            self._stream_source = generator
             return self._stream
         s = self._stream[0]
-        if generator is not None and (not isinstance(generator, PhiloxGenerator) or generator.seed != s):
+        if isinstance(generator, torch.Generator):
+            if generator is not self._stream_source:
+                raise ValueError("this sampling run started with another generator; pass the torch.Generator it "
+                                 "started with (call set_timesteps to start a new run)")
+        elif generator is not None and generator.seed != s:
             raise ValueError("generator has another seed than the one this sampling run started with "
                              "(call set_timesteps to start a new run)")
         if seed is not None and seed != s:
@@ -189,7 +252,8 @@ class BernoulliScheduler:
     # ------------------------------------------------------------------------------------------
     # noise
     # ------------------------------------------------------------------------------------------
-    def init_noise(self, batch_size: int, length: int, channels: int, *, generator: PhiloxGenerator | None = None,
+    def init_noise(self, batch_size: int, length: int, channels: int, *,
+                   generator: PhiloxGenerator | torch.Generator | None = None,
                    seed: int | None = None, device=None, dtype: torch.dtype = torch.float32,
                    mask: torch.Tensor | None = None, known: torch.Tensor | None = None,
                    backend: str = "auto") -> torch.Tensor:
@@ -238,7 +302,8 @@ class BernoulliScheduler:
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, *, temperature: float = 1.0,
              guidance: float | None = None, uncond_model_output: torch.Tensor | None = None,
              mask: torch.Tensor | None = None, known: torch.Tensor | None = None,
-             generator: PhiloxGenerator | None = None, seed: int | None = None, return_dict: bool = True,
+             generator: PhiloxGenerator | torch.Generator | None = None, seed: int | None = None,
+             return_dict: bool = True,
              backend: str = "auto"):
         """One reverse step from ``timestep`` to the next grid value (0 after the last: threshold).
 
@@ -249,7 +314,9 @@ class BernoulliScheduler:
             temperature: > 0; guidance / uncond_model_output: classifier-free guidance
                 ``(1 + g) cond - g uncond``.
             mask, known: inpainting, as :func:`bldm_fast.sample_step` (``(L, C)`` or ``(B, L, C)``).
-            generator / seed: the run's stream (see the class docstring).
+            generator / seed: the run's stream (see the class docstring): a
+                :class:`~bldm_fast.PhiloxGenerator`, a ``torch.Generator`` (seed :func:`philox_seed`,
+                drawn once per run) or a seed.
             return_dict: return :class:`SchedulerOutput`, else the tuple ``(prev_sample, pred_original_sample)``.
 
         Returns:
@@ -258,11 +325,15 @@ class BernoulliScheduler:
             without autograd).
 
         Raises:
-            ValueError: ``timestep`` not in :attr:`timesteps`, shapes that do not match, guidance
-                without ``uncond_model_output``, a seed other than the run's, NaN logits.
-            TypeError: tensors of unsupported dtypes.
+            ValueError: ``timestep`` not in :attr:`timesteps` (or not ``timesteps[begin_index]`` on
+                the first step after :meth:`set_begin_index`), shapes that do not match, guidance
+                without ``uncond_model_output``, a seed or generator other than the run's, NaN logits.
+            TypeError: tensors of unsupported dtypes, a generator of another type.
         """
-        i = self._step_index(timestep)
+        i = self._index_of(timestep)
+        if self._step_index is None and self._begin_index is not None and i != self._begin_index:
+            raise ValueError(f"timestep {int(self._grid[i])} is not timesteps[begin_index = {self._begin_index}] = "
+                             f"{self._grid[self._begin_index]}, where set_begin_index starts the run")
         t = self._grid[i]
         t_prev = self._grid[i + 1] if i + 1 < len(self._grid) else 0
         temperature = check_temperature(temperature)
@@ -287,8 +358,10 @@ class BernoulliScheduler:
                                  uncond_logits=unc, predict_flip=self.predict_flip, mask=mask, known=known,
                                  out_dtype=out_dtype, backend=backend)
         p0 = self._p0(model_output, unc, g, temperature, xt, c, backend)
+        self._step_index = i + 1
         if t_prev == 0:  # the run is over: the next one reserves a fresh stream
             self._stream = None
+            self._stream_source = None
         if not return_dict:
             return prev, p0
         return SchedulerOutput(prev_sample=prev, pred_original_sample=p0)
