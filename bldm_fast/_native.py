@@ -62,17 +62,17 @@ def _load() -> tuple[BaseException | None, str | None]:
         return ModuleNotFoundError(f"{MODULE} is not built (no extension file in {os.path.dirname(__file__)})"), None
     try:
         importlib.import_module(MODULE)  # not `from . import _C`: that turns any failure into "circular import"
-    except ImportError as exc:  # a corrupt file, missing symbols (another torch), a missing shared library
-        return exc, None
+    except Exception as exc:  # a corrupt file, missing symbols (another torch), a missing shared library,
+        return exc, None      # a registration that torch refused
     return None, None
 
 
 BUILD_INFO = _read_build_info()
 LOAD_ERROR, _IMPORT_WARNING = _load()
-_warned = threading.Event()
+_warn_lock = threading.Lock()
+_warned = _IMPORT_WARNING is not None
 if _IMPORT_WARNING is not None:
     warnings.warn(_IMPORT_WARNING, RuntimeWarning, stacklevel=2)
-    _warned.set()
 
 
 def native_loaded() -> bool:
@@ -89,9 +89,13 @@ def warn_fallback() -> None:
     """Warn (once per process, ``RuntimeWarning``) that an op runs on the reference backend because
     ``bldm_fast._C`` is missing or failed to load: the load error, the slowdown and how to rebuild.
     Does nothing when the extension loaded or the warning was given already."""
-    if LOAD_ERROR is None or _warned.is_set():
+    global _warned
+    if LOAD_ERROR is None or _warned:
         return
-    _warned.set()
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
     warnings.warn(f"bldm_fast: {MODULE} did not load ({load_error_text()}): {SLOWDOWN}; {REBUILD}. "
                   "BLDM_FAST_BACKEND=reference chooses the reference explicitly and silences this warning.",
                   RuntimeWarning, stacklevel=3)
