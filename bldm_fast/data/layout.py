@@ -39,7 +39,7 @@ COMMITS_DIR = ".commits"
 #: keys of ``meta.json`` the writer sets itself; a user ``meta`` may not contain them
 RESERVED_KEYS = frozenset({
     "format", "format_version", "count", "latent_hw", "channels", "tokens", "bit_order", "code_mode",
-    "samples_per_image", "with_labels", "bytes_per_image", "files",
+    "samples_per_image", "with_labels", "bytes_per_image", "files", "meta_fields_hash",
 })
 #: user ``meta`` keys that are always present in ``meta.json`` (``None`` when not given)
 DEFAULT_META = {"encoder_checkpoint_sha256": None, "source_list_digest": None}

@@ -30,7 +30,7 @@ from .commits import read_markers, remove_markers, write_marker
 from .durable import datasync, fsync_dir, pwrite_all, write_json_atomic
 from .layout import (BIT_ORDER, CODE_MODES, COMMITS_DIR, DEFAULT_META, FORMAT_NAME, FORMAT_VERSION, LABELS_FILE,
                      LATENTS_FILE, META_FILE, RESERVED_KEYS, STATE_FILE, latents_shape)
-from .meta import read_meta
+from .meta import read_meta, seal_meta
 from .npyfile import HASH_BLOCK, check_npy
 
 
@@ -432,6 +432,7 @@ class PackedLatentWriter:
             "files": files,
             **self.meta,
         }
+        meta = seal_meta(meta)
         write_json_atomic(self._meta_path, meta)  # from here on the dataset is complete
         self.finalized = True
         self._cleanup()
