@@ -332,7 +332,7 @@ def test_checkpoint_key_errors(ae, tmp_path):
     with pytest.raises(ValueError, match="neither an autoencoder nor a sampler checkpoint"):
         load_official(tmp_path / "foo.pt")
     torch.save(sd, tmp_path / "tr.pt")
-    with pytest.raises(ValueError, match="is a sampler checkpoint, not a autoencoder one"):
+    with pytest.raises(ValueError, match="is a sampler checkpoint, not an autoencoder one"):
         load_official(tmp_path / "tr.pt", kind="autoencoder", n_head=2, total_steps=8)
     with pytest.raises(FileNotFoundError):
         load_official(os.fspath(tmp_path / "nowhere"))
