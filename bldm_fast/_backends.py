@@ -63,7 +63,34 @@ def fused_ops(backend: str):
         from .triton_backend import ops  # noqa: F401  (registers torch.ops.bldm_fast_triton.*)
 
         return torch.ops.bldm_fast_triton
+    register_native_fakes()
     return torch.ops.bldm_fast
+
+
+def backend_ops(backend: str):
+    """The op table of a resolved backend: an object whose attributes ``pack_bits``,
+    ``unpack_bits``, ``philox_fill_``, ``bernoulli_noise``, ``sample_step``, ``flip_bce``,
+    ``binarize`` and ``quantize_probs`` take the same arguments on every backend (the schemas of
+    kernels/ops.cpp; the reference implements them in plain PyTorch)."""
+    if backend == "reference":
+        from .reference import ops
+
+        return ops
+    return fused_ops(backend)
+
+
+_FAKES_REGISTERED = False
+
+
+def register_native_fakes() -> None:
+    """Register the fakes of ``torch.ops.bldm_fast.*`` the first time an op is needed (not at
+    import: torch.library's registration imports torch._dynamo, about 2 s)."""
+    global _FAKES_REGISTERED
+    if not _FAKES_REGISTERED and native_available():
+        from ._ops_fake import register_fakes
+
+        register_fakes("bldm_fast")
+        _FAKES_REGISTERED = True
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

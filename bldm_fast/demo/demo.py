@@ -127,7 +127,7 @@ def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float
             last = i + 1 == len(pairs)
             if last:
                 ref = sample_step(logits, xt, t, t_prev, model.schedule, seed=seed, offset=off,
-                                  temperature=temperature, backend="reference")
+                                  temperature=temperature, backend="reference").packed
                 probs = None
             else:
                 ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, seed=seed, offset=off,
