@@ -98,5 +98,8 @@ def as_int64(value: int) -> int:
 
 def stream_tensor(seed: int, offset: int, device) -> torch.Tensor:
     """The ``stream`` argument of the backend ops: int64 ``(2,)`` ``[seed, offset]`` (int64 bit
-    patterns of the validated uint64 values) on ``device``; the kernels read it there."""
+    patterns of the validated uint64 values) on ``device``; the kernels read it there. Under
+    torch.compile SymInt values stay symbolic (no recompile per value)."""
+    if torch.compiler.is_compiling():
+        return torch.cat([torch.full((1,), as_int64(v), dtype=torch.int64, device=device) for v in (seed, offset)])
     return torch.tensor([as_int64(seed), as_int64(offset)], dtype=torch.int64, device=device)

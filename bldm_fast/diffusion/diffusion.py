@@ -17,7 +17,7 @@ from torch import nn
 
 from .._backends import backend_ops, resolve_backend
 from .._checks import ArgumentTypeError, check_logits, check_temperature as _check_temperature
-from .._checks import check_finite_f32, check_tensor_range
+from .._checks import check_finite_f32, check_tensor_range, compiling
 from ..ops import pack_bits
 from ..ops.noise import noise_thresholds
 from ..ops.step import guidance_scalars, run_step
@@ -106,11 +106,16 @@ def loop_scalars(schedule: BernoulliSchedule, pairs, temperature, guidance, devi
 
 
 def check_nan_flags(flags: torch.Tensor, pairs) -> None:
-    """Raise for the first step whose NaN flag is set (one device-to-host read for the loop).
+    """Raise for the first step whose NaN flag is set (one device-to-host read for the loop; under
+    torch.compile a device assert, which raises RuntimeError on the CPU, instead of a graph break).
 
     Raises:
         ValueError: some step's (guided) logits held NaN.
     """
+    if compiling():
+        torch._assert_async(flags.sum() == 0, "sample_step: logits contain NaN (or guidance combined infinite "
+                                              "logits into NaN)")
+        return
     bad = flags.nonzero()
     if bad.numel():
         i = int(bad[0, 0])

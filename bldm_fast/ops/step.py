@@ -53,6 +53,14 @@ def guidance_scalars(temperature, guidance, device) -> torch.Tensor:
     return torch.cat((inv, _as_f32(guidance, device)))
 
 
+def _index(value, device) -> torch.Tensor:
+    """int64 ``(1,)`` on ``device`` from an int, SymInt or 0-d tensor (``torch.full`` keeps a SymInt
+    symbolic; ``torch.as_tensor`` would specialise the graph on its value)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.int64).reshape(1)
+    return torch.full((1,), value, dtype=torch.int64, device=device)
+
+
 def step_scalars(schedule: BernoulliSchedule, t, t_prev, guide: torch.Tensor) -> torch.Tensor:
     """The ``scalars`` argument of the backend ops: float32 ``(7,)`` ``[inv_temp, g, k_prev,
     b_prev, qh, ql, final]`` on ``guide``'s device, the last five from the schedule's
@@ -63,9 +71,8 @@ def step_scalars(schedule: BernoulliSchedule, t, t_prev, guide: torch.Tensor) ->
     if not isinstance(t, torch.Tensor) and not isinstance(t_prev, torch.Tensor) and not compiling():
         row = table[t, t_prev]
     else:
-        flat = torch.as_tensor(t, device=guide.device) * (schedule.num_steps + 1) + torch.as_tensor(
-            t_prev, device=guide.device)
-        row = table.view(-1, table.shape[-1]).index_select(0, flat.reshape(1).to(torch.int64)).reshape(-1)
+        flat = _index(t, guide.device) * (schedule.num_steps + 1) + _index(t_prev, guide.device)
+        row = table.view(-1, table.shape[-1]).index_select(0, flat).reshape(-1)
     return torch.cat((guide, row))
 
 
