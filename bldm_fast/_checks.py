@@ -156,8 +156,11 @@ def check_temperature(value, name: str = "temperature"):
             raise ValueError(f"{name} must be a finite number > 0 whose reciprocal is a finite, nonzero float32, "
                              f"got {float(value)!r}")
         return value
-    inv = float(np.float32(1.0 / value)) if math.isfinite(value) and value > 0 else 0.0
-    if not (math.isfinite(value) and value > 0 and math.isfinite(inv) and inv > 0):
+    ok = math.isfinite(value) and value > 0
+    if ok:
+        inv = 1.0 / value
+        ok = inv <= F32_MAX and float(np.float32(inv)) > 0
+    if not ok:
         raise ValueError(f"{name} must be a finite number > 0 whose reciprocal is a finite, nonzero float32, "
                          f"got {value!r}")
     return value
