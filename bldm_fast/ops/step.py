@@ -76,6 +76,28 @@ def step_scalars(schedule: BernoulliSchedule, t, t_prev, guide: torch.Tensor) ->
     return torch.cat((guide, row))
 
 
+_SCALARS_CACHE: dict = {}
+_SCALARS_CACHE_SIZE = 4096
+
+
+def cached_step_scalars(schedule: BernoulliSchedule, t, t_prev, temperature, guidance, device) -> torch.Tensor:
+    """:func:`step_scalars` of Python numbers, cached per (schedule, t, t_prev, temperature,
+    guidance, device) when eager: the ops never write it, so calls may share it (a single eager
+    step then builds no scalar tensor). Compiled code and tensor arguments build it each call."""
+    plain = not any(isinstance(v, torch.Tensor) for v in (t, t_prev, temperature, guidance))
+    if not plain or compiling():
+        return step_scalars(schedule, t, t_prev, guidance_scalars(temperature, guidance, device))
+    key = (id(schedule), t, t_prev, temperature, guidance, str(device))
+    hit = _SCALARS_CACHE.get(key)
+    if hit is not None and hit[0] is schedule:
+        return hit[1]
+    if len(_SCALARS_CACHE) >= _SCALARS_CACHE_SIZE:
+        _SCALARS_CACHE.clear()
+    scalars = step_scalars(schedule, t, t_prev, guidance_scalars(temperature, guidance, device))
+    _SCALARS_CACHE[key] = (schedule, scalars)
+    return scalars
+
+
 def check_step_args(logits, xt_packed, t, t_prev, schedule, temperature, guidance, uncond_logits, predict_flip,
                     mask, known, return_probs, out_dtype):
     """Validate :func:`sample_step`'s arguments (one set of rules, :mod:`bldm_fast._checks`);
@@ -179,7 +201,7 @@ def sample_step(logits: torch.Tensor, xt_packed: torch.Tensor, t, t_prev, schedu
         known = _packed_condition(known, "known", channels, leading, device, backend)
     seed, offset = resolve_stream(generator, seed, offset, logits.numel())
     uncond = uncond_logits if isinstance(guidance, torch.Tensor) or guidance != 0 else None
-    scalars = step_scalars(schedule, t, t_prev, guidance_scalars(temperature, guidance, device))
+    scalars = cached_step_scalars(schedule, t, t_prev, temperature, guidance, device)
     result, _ = run_step(backend_ops(backend), logits, uncond, xt_packed.contiguous(), mask, known, scalars,
                          stream_tensor(seed, offset, device), predict_flip, return_probs, out_dtype, True)
     return result
