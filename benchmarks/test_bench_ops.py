@@ -178,7 +178,7 @@ def test_noise(benchmark, shape_id, impl):
     else:
         be = _backend(impl)
         x0p = bl.torch_pack(x0)
-        fn = lambda: bf.bernoulli_noise(x0p, t, sched, c, seed=SEED, offset=0, backend=be)  # noqa: E731
+        fn = lambda: bf.bernoulli_noise(x0p, t, sched, c, seed=SEED, offset=0, backend=be).packed  # noqa: E731
         nbytes, formula = 2 * _packed_bytes(shape), "2P"
     _setup(benchmark, f"noise {shape_id}", impl, n, nbytes, formula=formula, philox_words=n)
     out = _first(_warm(fn))
@@ -242,7 +242,7 @@ def test_step(benchmark, variant, dtype, guided, t, t_prev, shape_id, impl):
         kw = dict(seed=SEED, offset=0, temperature=TEMPERATURE, backend=be)
         if guided:
             kw.update(guidance=GUIDANCE, uncond_logits=uncond)
-        fn = lambda: bf.sample_step(cond, xtp, t, t_prev, sched, **kw)  # noqa: E731
+        fn = lambda: bf.sample_step(cond, xtp, t, t_prev, sched, **kw).packed  # noqa: E731
         nbytes, formula = logit_bytes + 2 * _packed_bytes(shape), "logits + 2P"
     _setup(
         benchmark,

@@ -5,10 +5,10 @@ import os
 
 import torch
 
+from . import _native
+
 KNOWN = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "BLDM_FAST_BACKEND"
-
-from . import _native
 
 # Loading the library registers torch.ops.bldm_fast.*; without it the package runs on the reference
 # backend, and the first op that falls back to it warns with this error (bldm_fast._native).
@@ -42,13 +42,6 @@ def cuda_available() -> bool:
     return _CUDA_KERNELS and torch.cuda.is_available()
 
 
-_MISSING = {
-    "cpu": "the C++ extension bldm_fast._C is not built (pip install --no-build-isolation -e . builds it)",
-    "triton": "it needs the triton package and a CUDA GPU (or TRITON_INTERPRET=1 to run it on CPU tensors)",
-    "cuda": "it needs a CUDA GPU and bldm_fast._C built where torch has CUDA (setup.py then compiles kernels/cuda)",
-}
-
-
 def available_backends() -> list[str]:
     """The backends this install can run, e.g. ``["reference", "cpu", "triton"]``."""
     return (["reference"] + (["cpu"] if native_available() else [])
@@ -62,7 +55,34 @@ def fused_ops(backend: str):
         from .triton_backend import ops  # noqa: F401  (registers torch.ops.bldm_fast_triton.*)
 
         return torch.ops.bldm_fast_triton
+    register_native_fakes()
     return torch.ops.bldm_fast
+
+
+def backend_ops(backend: str):
+    """The op table of a resolved backend: an object whose attributes ``pack_bits``,
+    ``unpack_bits``, ``philox_fill_``, ``bernoulli_noise``, ``sample_step``, ``flip_bce``,
+    ``binarize`` and ``quantize_probs`` take the same arguments on every backend (the schemas of
+    kernels/ops.cpp; the reference implements them in plain PyTorch)."""
+    if backend == "reference":
+        from .reference import ops
+
+        return ops
+    return fused_ops(backend)
+
+
+_FAKES_REGISTERED = False
+
+
+def register_native_fakes() -> None:
+    """Register the fakes of ``torch.ops.bldm_fast.*`` the first time an op is needed (not at
+    import: torch.library's registration imports torch._dynamo, about 2 s)."""
+    global _FAKES_REGISTERED
+    if not _FAKES_REGISTERED and native_available():
+        from ._ops_fake import register_fakes
+
+        register_fakes("bldm_fast")
+        _FAKES_REGISTERED = True
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -81,7 +101,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in KNOWN:
         raise ValueError(f"backend must be 'auto' or one of {KNOWN}, got {backend!r}")
     if backend not in available_backends():
-        raise RuntimeError(f"backend {backend!r} is not available: {_MISSING[backend]}")
+        raise RuntimeError(f"backend {backend!r} is not available: {_native.backend_status()[backend]}")
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
     if backend == "cuda" and device.type != "cuda":

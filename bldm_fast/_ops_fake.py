@@ -1,8 +1,11 @@
-"""Fake (meta) implementations of the fused ops, so they trace under torch.compile and pass
-torch.library.opcheck. The native ops (``bldm_fast::*``, when bldm_fast._C is loaded) and the
-Triton ops (``bldm_fast_triton::*``) share one schema and these fakes."""
+"""Fake (meta) implementations of the fused ops, so they trace under torch.compile / torch.export
+and pass torch.library.opcheck. The native ops (``bldm_fast::*``, when bldm_fast._C is loaded) and
+the Triton ops (``bldm_fast_triton::*``) share one schema and these fakes; each fake runs the
+backend's boundary checks (metadata only), so compiled code raises what eager code raises."""
 
 import torch
+
+from . import _boundary as checks
 
 
 def _empty_or(x: torch.Tensor, wanted: bool, shape, dtype) -> torch.Tensor:
@@ -10,18 +13,21 @@ def _empty_or(x: torch.Tensor, wanted: bool, shape, dtype) -> torch.Tensor:
 
 
 def _pack_bits(bits):
+    checks.check_pack(bits, None)
     return bits.new_empty((*bits.shape[:-1], (bits.shape[-1] + 7) // 8), dtype=torch.uint8)
 
 
 def _unpack_bits(packed, channels, dtype):
+    checks.check_unpack(packed, channels, dtype, None)
     return packed.new_empty((*packed.shape[:-1], channels), dtype=dtype)
 
 
-def _philox_fill(out, seed, offset):
-    return None
+def _philox_fill(out, stream):
+    checks.check_philox(out, stream, None)
 
 
-def _bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, return_flip):
+def _bernoulli_noise(x0_packed, thresholds, channels, stream, out_dtype, return_flip):
+    checks.check_noise(x0_packed, thresholds, channels, stream, None)
     unpacked_shape = (*x0_packed.shape[:-1], channels)
     return (
         torch.empty_like(x0_packed, memory_format=torch.contiguous_format),
@@ -30,24 +36,29 @@ def _bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, r
     )
 
 
-def _sample_step(logits, uncond_logits, xt_packed, mask, known, inv_temp, g, k_prev, b_prev, qh, ql,
-                 final_step, predict_flip, seed, offset, return_probs, out_dtype):
+def _sample_step(logits, uncond_logits, xt_packed, mask, known, scalars, stream, predict_flip, return_probs,
+                 out_dtype, check_nan):
+    checks.check_step(logits, uncond_logits, xt_packed, mask, known, scalars, stream, None)
     return (
         xt_packed.new_empty((*logits.shape[:-1], xt_packed.shape[-1]), dtype=torch.uint8),
         _empty_or(xt_packed, return_probs, logits.shape, torch.float32),
         _empty_or(xt_packed, out_dtype is not None, logits.shape, out_dtype),
+        xt_packed.new_empty((1,), dtype=torch.int32),
     )
 
 
 def _flip_bce(logits, target_packed, pos_weight, neg_weight):
+    checks.check_flip_bce(logits, target_packed, pos_weight, neg_weight, None)
     return logits.new_empty((), dtype=torch.float32), torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
-def _binarize(logits, bernoulli, seed, offset):
+def _binarize(logits, bernoulli, stream):
+    checks.check_binarize(logits, stream, None)
     return logits.new_empty((*logits.shape[:-1], (logits.shape[-1] + 7) // 8), dtype=torch.uint8)
 
 
 def _quantize_probs(logits):
+    checks.check_logits(logits, "quantize_probs", 1, None)
     return torch.empty_like(logits, dtype=torch.uint8, memory_format=torch.contiguous_format)
 
 
@@ -73,9 +84,15 @@ def _flip_bce_backward(ctx, grad_loss, grad_of_grad):
     return grad * grad_loss, None, None, None
 
 
+_REGISTERED: set[str] = set()
+
+
 def register_fakes(namespace: str) -> None:
-    """Register the fake implementation of every op of ``namespace`` (``bldm_fast`` or
+    """Register (once) the fake implementation of every op of ``namespace`` (``bldm_fast`` or
     ``bldm_fast_triton``), and flip_bce's backward."""
+    if namespace in _REGISTERED:
+        return
+    _REGISTERED.add(namespace)
     for name, fake in _FAKES.items():
         torch.library.register_fake(f"{namespace}::{name}", fake)
     torch.library.register_autograd(f"{namespace}::flip_bce", _flip_bce_backward, setup_context=_flip_bce_setup)

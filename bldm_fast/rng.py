@@ -5,34 +5,19 @@ Every backend draws element ``i`` of a call from word ``i % 4`` of Philox4x32-10
 ``(seed, offset)`` alone.
 """
 
+import threading
+
 import torch
 
-U64_MAX = 2**64 - 1
+from ._checks import U64_MAX, ArgumentTypeError, check_int, check_seed_offset
+
+__all__ = ["PhiloxGenerator", "U64_MAX", "as_int64", "check_seed_offset", "counters_for", "resolve_stream",
+           "stream_tensor"]
 
 
 def counters_for(numel: int) -> int:
     """Counters a call over ``numel`` elements consumes: ``ceil(numel / 4)``."""
     return (numel + 3) // 4
-
-
-def check_seed_offset(seed, offset, numel: int) -> tuple[int, int]:
-    """Validate ``seed`` and ``offset`` for a call over ``numel`` elements.
-
-    Raises:
-        ValueError: either is not an int in [0, 2^64), or the last counter the call needs,
-            ``offset + ceil(numel / 4) - 1``, passes 2^64 - 1.
-    """
-    for name, value in (("seed", seed), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int in [0, 2**64), got {type(value).__name__}")
-        if not 0 <= value <= U64_MAX:
-            raise ValueError(f"{name} must be in [0, 2**64), got {value}")
-    if offset + counters_for(numel) - 1 > U64_MAX:
-        raise ValueError(
-            f"offset {offset} + {counters_for(numel)} counters for {numel} elements passes the "
-            "last Philox counter 2**64 - 1"
-        )
-    return seed, offset
 
 
 class PhiloxGenerator:
@@ -48,16 +33,37 @@ class PhiloxGenerator:
 
     def __init__(self, seed: int, offset: int = 0):
         self.seed, self.offset = check_seed_offset(seed, offset, 0)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PhiloxGenerator(seed={self.seed}, offset={self.offset})"
 
+    def __getstate__(self):
+        return {"seed": self.seed, "offset": self.offset}
+
+    def __setstate__(self, state):
+        self.seed, self.offset = state["seed"], state["offset"]
+        self._lock = threading.Lock()
+
     def next_offset(self, numel: int) -> int:
         """Reserve the ``ceil(numel / 4)`` counters of a call over ``numel`` elements; returns the
-        first of them and advances ``.offset`` past the last."""
+        first of them and advances ``.offset`` past the last. Thread-safe: threads sharing a
+        generator never get overlapping counters.
+
+        Raises:
+            ArgumentTypeError: ``numel`` is not an int. ValueError: ``numel < 0``, or the counters
+            pass 2^64 - 1.
+        """
+        numel = check_int(numel, "numel", 0)
+        if torch.compiler.is_compiling():  # dynamo traces the attribute update; locks do not trace
+            return self._advance(numel)
+        with self._lock:
+            return self._advance(numel)
+
+    def _advance(self, numel: int) -> int:
         check_seed_offset(self.seed, self.offset, numel)
         start = self.offset
-        self.offset += counters_for(numel)
+        self.offset = start + counters_for(numel)
         return start
 
 
@@ -76,7 +82,7 @@ def resolve_stream(generator, seed, offset, numel: int) -> tuple[int, int]:
         if seed is not None or offset is not None:
             raise ValueError("pass either generator or seed/offset, not both")
         if not isinstance(generator, PhiloxGenerator):
-            raise ValueError(f"generator must be a bldm_fast.PhiloxGenerator, got {type(generator).__name__}")
+            raise ArgumentTypeError(f"generator must be a bldm_fast.PhiloxGenerator, got {type(generator).__name__}")
         return generator.seed, generator.next_offset(numel)
     if seed is None:
         if offset is not None:
@@ -88,3 +94,12 @@ def resolve_stream(generator, seed, offset, numel: int) -> tuple[int, int]:
 def as_int64(value: int) -> int:
     """The int64 bit pattern of a uint64 value, as the native ops take ``seed`` and ``offset``."""
     return value - 2**64 if value >= 2**63 else value
+
+
+def stream_tensor(seed: int, offset: int, device) -> torch.Tensor:
+    """The ``stream`` argument of the backend ops: int64 ``(2,)`` ``[seed, offset]`` (int64 bit
+    patterns of the validated uint64 values) on ``device``; the kernels read it there. Under
+    torch.compile SymInt values stay symbolic (no recompile per value)."""
+    if torch.compiler.is_compiling():
+        return torch.cat([torch.full((1,), as_int64(v), dtype=torch.int64, device=device) for v in (seed, offset)])
+    return torch.tensor([as_int64(seed), as_int64(offset)], dtype=torch.int64, device=device)

@@ -64,9 +64,44 @@ class BernoulliSchedule:
         self.k = self.k64.float()
         self.b = self.b64.float()
         self.beta = self.beta64.float()
+        self.step_table = self._step_table()
+        self.noise_table = torch.stack(self.noise_thresholds(torch.arange(num_steps + 1)), dim=1)
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"BernoulliSchedule(num_steps={self.num_steps}, kind={self.kind!r})"
+
+    def _step_table(self) -> torch.Tensor:
+        """float32 ``(T+1, T+1, 5)``: row ``[t, t_prev]`` (``t_prev < t``) holds
+        ``(k_prev, b_prev, qh, ql, final)`` of :meth:`step_constants`, ``[t, 0]`` the final step
+        ``(0, 0, 0, 0, 1)``; other rows are zero. ``Bk`` is a running float64 product in the order of
+        ``math.prod`` (the leading factors 1 are exact), so every entry equals step_constants'."""
+        T = self.num_steps
+        s = torch.arange(T + 1)
+        factors = torch.where(s[None, :] > s[:, None], self.beta64[None, :], torch.ones((), dtype=torch.float64))
+        bk = torch.cumprod(factors, dim=1).T  # bk[t, t_prev] = prod(beta[t_prev + 1 .. t])
+        table = torch.zeros((T + 1, T + 1, 5), dtype=torch.float32)
+        valid = s[:, None] > s[None, :]  # t_prev < t
+        table[..., 0] = torch.where(valid, self.k[None, :], 0.0)
+        table[..., 1] = torch.where(valid, self.b[None, :], 0.0)
+        table[..., 2] = torch.where(valid, ((1.0 + bk) / 2.0).float(), 0.0)
+        table[..., 3] = torch.where(valid, ((1.0 - bk) / 2.0).float(), 0.0)
+        table[1:, 0, :4] = 0.0
+        table[1:, 0, 4] = 1.0
+        return table
+
+    def tables_on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(step_table, noise_table)`` on ``device`` (copied once per device, then cached; under
+        torch.compile a missing device copy is made in the graph instead of cached)."""
+        device = torch.device(device)
+        key = str(device)
+        cached = self._on_device.get(key)
+        if cached is not None:
+            return cached
+        tables = (self.step_table.to(device), self.noise_table.to(device))
+        if not torch.compiler.is_compiling():
+            self._on_device[key] = tables
+        return tables
 
     def noise_thresholds(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample Bernoulli thresholds of the noising op for integer ``t`` (any shape).

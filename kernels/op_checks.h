@@ -60,16 +60,36 @@ inline void check_unpack_inputs(const at::Tensor& packed, int64_t channels, at::
                    "unpack_bits: dtype must be bool, uint8 or floating point, got ", dtype);
 }
 
-inline void check_philox_out(const at::Tensor& out, at::DeviceType type) {
+// Layout of the float32 `scalars` tensor of sample_step, and of the int64 `stream` tensor.
+enum StepScalar : int { kInvTemp = 0, kGuidance, kKPrev, kBPrev, kQh, kQl, kFinal, kNumStepScalars };
+enum StreamWord : int { kSeed = 0, kOffset, kStreamWords };
+
+// `name` is a contiguous 1-d tensor of `n` elements of `dtype` on `type`.
+inline void check_small(const at::Tensor& t, const char* op, const char* name, at::ScalarType dtype, int64_t n,
+                        at::DeviceType type, const char* layout) {
+  check_device(t, op, name, type);
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, " ", layout, ", got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n && t.is_contiguous(), op, ": ", name,
+                    " must be a contiguous (", n, ",) tensor ", layout, ", got shape ", t.sizes());
+}
+
+inline void check_stream(const at::Tensor& stream, const char* op, at::DeviceType type) {
+  check_small(stream, op, "stream", at::kLong, kStreamWords, type, "[seed, offset]");
+}
+
+inline void check_philox_out(const at::Tensor& out, const at::Tensor& stream, at::DeviceType type) {
   check_device(out, "philox_fill_", "out", type);
+  check_stream(stream, "philox_fill_", type);
   TORCH_CHECK_VALUE(out.is_contiguous(), "philox_fill_: out must be contiguous");
   TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat || out.scalar_type() == at::kLong,
                    "philox_fill_: out must be float32 (uniforms) or int64 (words), got ", out.scalar_type());
 }
 
 inline void check_noise_inputs(const at::Tensor& x0_packed, const at::Tensor& thresholds, int64_t channels,
-                               at::DeviceType type) {
+                               const at::Tensor& stream, at::DeviceType type) {
   const char* op = "bernoulli_noise";
+  check_stream(stream, op, type);
   TORCH_CHECK_VALUE(channels >= 1, op, ": channels must be >= 1, got ", channels);
   TORCH_CHECK_VALUE(x0_packed.dim() >= 2, op, ": x0_packed must be (B, ..., ceil(C/8)), got shape ",
                     x0_packed.sizes());
@@ -93,9 +113,13 @@ inline void check_logits(const at::Tensor& logits, const char* op, int64_t min_d
 
 inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::Tensor>& uncond,
                               const at::Tensor& xt_packed, const std::optional<at::Tensor>& mask,
-                              const std::optional<at::Tensor>& known, double inv_temp, at::DeviceType type) {
+                              const std::optional<at::Tensor>& known, const at::Tensor& scalars,
+                              const at::Tensor& stream, at::DeviceType type) {
   const char* op = "sample_step";
   check_logits(logits, op, 1, type);
+  check_small(scalars, op, "scalars", at::kFloat, kNumStepScalars, type,
+              "[inv_temp, g, k_prev, b_prev, qh, ql, final]");
+  check_stream(stream, op, type);
   const auto dt = logits.scalar_type();
   if (uncond) {
     check_device(*uncond, op, "uncond_logits", type);
@@ -111,8 +135,6 @@ inline void check_step_inputs(const at::Tensor& logits, const std::optional<at::
     check_packed(*mask, op, "mask", leading, logits.size(-1), type);
     check_packed(*known, op, "known", leading, logits.size(-1), type);
   }
-  TORCH_CHECK_VALUE(std::isfinite(inv_temp) && inv_temp > 0, op, ": inv_temp must be finite and > 0, got ",
-                    inv_temp);
 }
 
 inline void check_flip_bce_inputs(const at::Tensor& logits, const at::Tensor& target_packed,
@@ -141,17 +163,20 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> noise_outputs(const at::Te
   return {packed, unpacked, flip};
 }
 
-// (packed x_{t_prev}, probs or empty, unpacked or empty) for sample_step.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> step_outputs(const at::Tensor& logits,
+// (packed x_{t_prev}, probs or empty, unpacked or empty, int32 (1,) NaN flag zeroed) for sample_step.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> step_outputs(const at::Tensor& logits,
                                                                    const at::Tensor& xt_packed, bool return_probs,
                                                                    std::optional<at::ScalarType> out_dtype) {
   const auto opts = xt_packed.options();
   at::Tensor packed = at::empty(xt_packed.sizes(), opts);
   at::Tensor probs = return_probs ? at::empty(logits.sizes(), opts.dtype(at::kFloat)) : at::empty({0}, opts);
   at::Tensor unpacked = out_dtype ? at::empty(logits.sizes(), opts.dtype(*out_dtype)) : at::empty({0}, opts);
-  return {packed, probs, unpacked};
+  return {packed, probs, unpacked, at::zeros({1}, opts.dtype(at::kInt))};
 }
 
 inline const char* kNanMessage = "sample_step: logits contain NaN (or guidance combined infinite logits into NaN)";
+inline const char* kBinarizeNan = "binarize: logits contain NaN";
+inline const char* kQuantizeNan = "quantize_probs: logits contain NaN";
+inline const char* kNot01 = "pack_bits: bits must hold only 0 or 1, found another value";
 
 }  // namespace bldm_fast

@@ -224,7 +224,7 @@ def test_transformer_bad_input():
         m(x)
     with pytest.raises(ValueError, match="^time_steps must have shape"):
         m(x, time_steps=torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match=r"^label values must be in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"^label must be in \[0, 4\]"):
         cm(x, torch.tensor([0, 5]), t)
     with pytest.raises(ValueError, match="^label must be an integer tensor"):
         cm(x, torch.tensor([0.0, 1.0]), t)

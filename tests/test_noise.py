@@ -44,7 +44,9 @@ def _run(x0_bits, t, sched, backend, **kw):
     t_on_device = kw.pop("t_on_device", False)
     if isinstance(t, torch.Tensor) and t_on_device:
         t = t.to(device_for(backend))
-    return bf.bernoulli_noise(x0p, t, sched, C, backend=backend, **kw)
+    res = bf.bernoulli_noise(x0p, t, sched, C, backend=backend, **kw)
+    assert isinstance(res, bf.NoiseResult)
+    return res if ("out_dtype" in kw or "return_flip" in kw) else res.packed
 
 
 SHAPES = [(1, 1, 1), (1, 6, 8), (3, 42, 7), (2, 16, 64), (4, 6, 123), (2, 5, 3, 42), (5, 33)]
@@ -182,8 +184,8 @@ def test_noise_noncontiguous_x0(backend):
     view = x0p[::2]
     assert not view.is_contiguous()
     s = bf.BernoulliSchedule(10)
-    a = bf.bernoulli_noise(view, 4, s, 40, seed=3, offset=5, backend=backend)
-    b = bf.bernoulli_noise(view.contiguous(), 4, s, 40, seed=3, offset=5, backend=backend)
+    a = bf.bernoulli_noise(view, 4, s, 40, seed=3, offset=5, backend=backend).packed
+    b = bf.bernoulli_noise(view.contiguous(), 4, s, 40, seed=3, offset=5, backend=backend).packed
     np.testing.assert_array_equal(to_np(a), to_np(b))
     np.testing.assert_array_equal(to_np(a), np_pack(oracle_noise(x0[::2], 4, 10, "linear", 3, 5)))
 
@@ -196,9 +198,9 @@ def test_noise_generator_offsets(backend):
     x0p = torch.from_numpy(np_pack(x0)).to(device_for(backend))
     s = bf.BernoulliSchedule(50)
     g = bf.PhiloxGenerator(2024, offset=7)
-    a = to_np(bf.bernoulli_noise(x0p, 25, s, 30, generator=g, backend=backend))
+    a = to_np(bf.bernoulli_noise(x0p, 25, s, 30, generator=g, backend=backend).packed)
     assert g.offset == 7 + 135
-    b = to_np(bf.bernoulli_noise(x0p, 25, s, 30, generator=g, backend=backend))
+    b = to_np(bf.bernoulli_noise(x0p, 25, s, 30, generator=g, backend=backend).packed)
     assert g.offset == 7 + 270
     np.testing.assert_array_equal(a, np_pack(oracle_noise(x0, 25, 50, "linear", 2024, 7)))
     np.testing.assert_array_equal(b, np_pack(oracle_noise(x0, 25, 50, "linear", 2024, 7 + 135)))
@@ -231,7 +233,7 @@ def test_noise_empty_batch(backend):
     """B = 0 gives an empty packed result of the right shape."""
     x0p = torch.zeros((0, 4, 2), dtype=torch.uint8, device=device_for(backend))
     out = bf.bernoulli_noise(x0p, torch.zeros(0, dtype=torch.int64), bf.BernoulliSchedule(5), 16, seed=1,
-                             offset=0, backend=backend)
+                             offset=0, backend=backend).packed
     assert tuple(out.shape) == (0, 4, 2)
 
 

@@ -159,5 +159,5 @@ def test_add_noise_is_bernoulli_noise():
     x0 = (torch.rand(3, 4, 8, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     t = torch.tensor([1, 8, 16])
     xt = sched.add_noise(x0, t, seed=9)
-    ref = bf.bernoulli_noise(bf.pack_bits(x0), t, sched.schedule, 8, seed=9)
+    ref = bf.bernoulli_noise(bf.pack_bits(x0), t, sched.schedule, 8, seed=9).packed
     assert xt.dtype == torch.float32 and torch.equal(bf.pack_bits(xt), ref)

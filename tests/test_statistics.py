@@ -110,7 +110,7 @@ def test_noise_frequencies(backend):
     t = torch.tensor([1, 3, 10, 25, 50, 75, 99, 100])
     x0 = random_bits((B, L, C), seed=123)
     x0p = torch.from_numpy(np_pack(x0)).to(device_for(backend))
-    out = bf.bernoulli_noise(x0p, t, sched, C, seed=987654321, offset=2**32 - 1000, backend=backend)
+    out = bf.bernoulli_noise(x0p, t, sched, C, seed=987654321, offset=2**32 - 1000, backend=backend).packed
     xt = np_unpack(to_np(out), C)
     thr1, thr0 = (v.numpy().astype(np.float64) for v in sched.noise_thresholds(t))
     n_groups = 2 * B
@@ -128,8 +128,8 @@ def test_noise_consecutive_generator_calls_independent(backend):
     sched = bf.BernoulliSchedule(10)
     x0p = torch.zeros((4, 256, 64), dtype=torch.uint8, device=device_for(backend))
     g = bf.PhiloxGenerator(5)
-    a = np_unpack(to_np(bf.bernoulli_noise(x0p, 10, sched, 512, generator=g, backend=backend)), 512)
-    b = np_unpack(to_np(bf.bernoulli_noise(x0p, 10, sched, 512, generator=g, backend=backend)), 512)
+    a = np_unpack(to_np(bf.bernoulli_noise(x0p, 10, sched, 512, generator=g, backend=backend).packed), 512)
+    b = np_unpack(to_np(bf.bernoulli_noise(x0p, 10, sched, 512, generator=g, backend=backend).packed), 512)
     assert_count_matches(a == b, 0.5, "agreement of consecutive calls")
 
 

@@ -388,7 +388,7 @@ def test_step_mask_all_ones_returns_known(backend):
                             torch.from_numpy(np_pack(random_bits((B, L, C), seed=32))).to(dev), 9, 3,
                             bf.BernoulliSchedule(10), seed=0, offset=0,
                             mask=torch.ones(L, C, dtype=torch.bool, device=dev),
-                            known=torch.from_numpy(known).bool().to(dev), backend=backend)
+                            known=torch.from_numpy(known).bool().to(dev), backend=backend).packed
     np.testing.assert_array_equal(to_np(packed), np.broadcast_to(np_pack(known), (B, L, nbytes(C))))
 
 
@@ -414,14 +414,14 @@ def test_step_out_dtype_equals_unpack(backend, out_dtype, final):
 
 
 def test_step_return_forms(backend):
-    """No flags -> packed tensor; return_probs -> (packed, probs, None); both -> (packed, probs, unpacked);
-    all three packed results are the same bits."""
+    """Always a StepResult (packed, probs, model_input): no flags -> (packed, None, None);
+    return_probs -> (packed, probs, None); both -> (packed, probs, unpacked); the same bits in all."""
     dev = device_for(backend)
     shape = (1, 6, 8)
     logits = random_logits(shape, seed=50).to(dev)
     xtp = torch.from_numpy(np_pack(random_bits(shape, seed=51))).to(dev)
     sched = bf.BernoulliSchedule(6)
-    a = bf.sample_step(logits, xtp, 6, 3, sched, seed=1, offset=2, backend=backend)
+    a = bf.sample_step(logits, xtp, 6, 3, sched, seed=1, offset=2, backend=backend).packed
     assert isinstance(a, torch.Tensor)
     b = bf.sample_step(logits, xtp, 6, 3, sched, seed=1, offset=2, return_probs=True, backend=backend)
     assert b[2] is None and b[1].shape == shape
@@ -495,14 +495,14 @@ def test_step_generator_offsets(backend):
     xtp = torch.from_numpy(np_pack(random_bits(shape, seed=91))).to(dev)
     sched = bf.BernoulliSchedule(20)
     g = bf.PhiloxGenerator(555, offset=2**32 - 10)
-    a = bf.sample_step(logits, xtp, 10, 9, sched, generator=g, backend=backend)
+    a = bf.sample_step(logits, xtp, 10, 9, sched, generator=g, backend=backend).packed
     assert g.offset == 2**32 - 10 + 33
-    b = bf.sample_step(logits, xtp, 10, 9, sched, generator=g, backend=backend)
+    b = bf.sample_step(logits, xtp, 10, 9, sched, generator=g, backend=backend).packed
     assert g.offset == 2**32 - 10 + 66
     bf.sample_step(logits, xtp, 1, 0, sched, generator=g, backend=backend)
     assert g.offset == 2**32 - 10 + 99
-    ea = bf.sample_step(logits, xtp, 10, 9, sched, seed=555, offset=2**32 - 10, backend=backend)
-    eb = bf.sample_step(logits, xtp, 10, 9, sched, seed=555, offset=2**32 - 10 + 33, backend=backend)
+    ea = bf.sample_step(logits, xtp, 10, 9, sched, seed=555, offset=2**32 - 10, backend=backend).packed
+    eb = bf.sample_step(logits, xtp, 10, 9, sched, seed=555, offset=2**32 - 10 + 33, backend=backend).packed
     np.testing.assert_array_equal(to_np(a), to_np(ea))
     np.testing.assert_array_equal(to_np(b), to_np(eb))
 
@@ -515,9 +515,9 @@ def test_step_default_stream_follows_torch_manual_seed(backend):
     xtp = torch.from_numpy(np_pack(random_bits(shape, seed=93))).to(dev)
     sched = bf.BernoulliSchedule(20)
     torch.manual_seed(7)
-    a = to_np(bf.sample_step(logits, xtp, 20, 10, sched, backend=backend))
+    a = to_np(bf.sample_step(logits, xtp, 20, 10, sched, backend=backend).packed)
     torch.manual_seed(7)
-    b = to_np(bf.sample_step(logits, xtp, 20, 10, sched, backend=backend))
+    b = to_np(bf.sample_step(logits, xtp, 20, 10, sched, backend=backend).packed)
     np.testing.assert_array_equal(a, b)
 
 

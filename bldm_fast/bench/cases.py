@@ -232,7 +232,7 @@ def _noise_case(ctx: _Context, shape) -> Case:
     t = torch.randint(1, NUM_STEPS + 1, (b,), generator=ctx.gen, dtype=torch.long).to(ctx.device)
     sched = ctx.schedule
     impls = ctx.backend_impls(
-        lambda be: lambda: bf.bernoulli_noise(x0_packed, t, sched, c, seed=SEED, offset=0, backend=be),
+        lambda be: lambda: bf.bernoulli_noise(x0_packed, t, sched, c, seed=SEED, offset=0, backend=be).packed,
         2 * _packed_bytes(shape),
     )
     impls += ctx.eager_and_compiled(
@@ -277,7 +277,7 @@ def _step_case(
             kw.update(guidance=g, uncond_logits=uncond)
         if out_dtype is not None:
             kw["out_dtype"] = out_dtype
-        return lambda: bf.sample_step(cond, xt_packed, t, t_prev, sched, **kw)
+        return lambda: bf.sample_step(cond, xt_packed, t, t_prev, sched, **kw).packed
 
     impls = ctx.backend_impls(bf_step, logit_bytes + 2 * p)
     if with_out_dtype:

@@ -141,7 +141,7 @@ def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float
             kw = dict(seed=seed, offset=off, temperature=temperature, guidance=guidance if uncond is not None else 0.0,
                       uncond_logits=uncond, backend="reference")
             if last:
-                ref = sample_step(logits, xt, t, t_prev, model.schedule, **kw)
+                ref = sample_step(logits, xt, t, t_prev, model.schedule, **kw).packed
                 probs = None
             else:
                 ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, return_probs=True, **kw)

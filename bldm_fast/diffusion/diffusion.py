@@ -15,10 +15,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..ops import bernoulli_noise, pack_bits, sample_step, unpack_bits
-from ..rng import PhiloxGenerator
+from .._backends import backend_ops, resolve_backend
+from .._checks import ArgumentTypeError, check_logits, check_temperature as _check_temperature
+from .._checks import check_finite_f32, check_tensor_range, compiling
+from ..ops import pack_bits
+from ..ops.noise import noise_thresholds
+from ..ops.step import guidance_scalars, run_step
+from ..rng import PhiloxGenerator, as_int64
 from ..schedule import BernoulliSchedule
-from .grid import check_region_capacity, region_offset, reserve_stream, sampling_grid, step_pairs
+from .grid import REGION_COUNTERS, check_region_capacity, region_offset, reserve_stream, sampling_grid, step_pairs
 
 # x ~ Bernoulli(0.5) as the noising op of a one-step linear schedule: k[1] = 0, b[1] = 0.5, so from
 # x_0 = 0 the op draws [u < 0.5] (the threshold 0.5 is exact in float32) on every backend.
@@ -38,20 +43,17 @@ def _pos_int(value, name: str) -> int:
     return value
 
 
-def check_temperature(temperature) -> float:
-    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature) or temperature <= 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
+def check_temperature(temperature):
+    """A temperature > 0 whose reciprocal is a finite float32 (number or 0-d tensor); see
+    :func:`bldm_fast._checks.check_temperature`."""
+    return _check_temperature(temperature)
 
 
-def check_guidance(guidance) -> float:
-    """``None`` -> 0.0; else a finite number (ValueError naming ``guidance`` otherwise)."""
+def check_guidance(guidance):
+    """``None`` -> 0.0; else a number finite in float32 (or a 0-d tensor)."""
     if guidance is None:
         return 0.0
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise ValueError(f"guidance must be None or a finite number, got {guidance!r}")
-    return float(guidance)
+    return check_finite_f32(guidance, "guidance")
 
 
 def packed_condition(x, name: str, batch: int, length: int, channels: int, device) -> torch.Tensor:
@@ -82,14 +84,72 @@ def packed_condition(x, name: str, batch: int, length: int, channels: int, devic
     return torch.broadcast_to(x, (batch, length, _nbytes(channels))).contiguous()
 
 
+def loop_streams(seed: int, base: int, element_start: int, regions: int, device) -> torch.Tensor:
+    """int64 ``(regions, 2)``: row ``r`` is the ``stream`` ``[seed, offset]`` of region ``r`` of a
+    sampling call (offset ``base + r * 2**40 + element_start // 4``), made on the device from
+    scalars (fill/arange kernels, no host-to-device copy, so a CUDA graph can capture it). The
+    offsets were validated by :func:`~bldm_fast.diffusion.grid.reserve_stream`; int64 arithmetic
+    wraps exactly like the uint64 counters."""
+    first = as_int64(region_offset(base, 0, element_start))
+    r = torch.arange(regions, dtype=torch.int64, device=device)
+    offsets = r * REGION_COUNTERS + torch.full((), first, dtype=torch.int64, device=device)
+    return torch.stack((torch.full((regions,), as_int64(seed), dtype=torch.int64, device=device), offsets), dim=1)
+
+
+def loop_scalars(schedule: BernoulliSchedule, pairs, temperature, guidance, device) -> torch.Tensor:
+    """float32 ``(S, 7)``: row ``i`` is the ``scalars`` argument of step ``i`` (see
+    :func:`bldm_fast.ops.step.step_scalars`), gathered from views of the schedule's device table."""
+    table, _ = schedule.tables_on(device)
+    guide = guidance_scalars(temperature, guidance, device)
+    rows = torch.stack([table[t, t_prev] for t, t_prev in pairs])
+    return torch.cat((guide.expand(len(pairs), 2), rows), dim=1)
+
+
+def check_nan_flags(flags: torch.Tensor, pairs) -> None:
+    """Raise for the first step whose NaN flag is set (one device-to-host read for the loop; under
+    torch.compile a device assert, which raises RuntimeError on the CPU, instead of a graph break).
+
+    Raises:
+        ValueError: some step's (guided) logits held NaN.
+    """
+    if compiling():
+        torch._assert_async(flags.sum() == 0, "sample_step: logits contain NaN (or guidance combined infinite "
+                                              "logits into NaN)")
+        return
+    bad = flags.nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        t, t_prev = pairs[i]
+        raise ValueError(f"sample_step: logits contain NaN (or guidance combined infinite logits into NaN), first at "
+                         f"step {i} (t={t} -> t_prev={t_prev})")
+
+
+def _check_outputs(logits, uncond, expected, t, shape_hint) -> None:
+    for name, out in (("logits", logits), ("unconditional logits", uncond)):
+        if out is not None and (not isinstance(out, torch.Tensor) or tuple(out.shape) != expected):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the denoiser returned {name} of shape {got} at t={t}, expected (B, L, C) = "
+                             f"{expected}{shape_hint}")
+    check_logits(logits)
+    if uncond is not None and uncond.dtype != logits.dtype:
+        raise ArgumentTypeError(f"the denoiser's unconditional logits must have the dtype of its logits "
+                                f"({logits.dtype}), got {uncond.dtype}")
+
+
 @torch.no_grad()
 def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int], *, batch_size: int, length: int,
                 channels: int, device, seed: int, base: int, element_start: int = 0, temperature: float = 1.0,
                 guidance: float = 0.0, predict_flip: bool = True, mask: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, return_all: bool = False, backend: str = "auto",
-                progress: bool = False, input_dtype: torch.dtype = torch.float32, shape_hint: str = ""):
+                progress: bool = False, input_dtype: torch.dtype = torch.float32, shape_hint: str = "",
+                check_nan: bool = True):
     """The fused sampling loop shared by :class:`BernoulliDiffusion`, :func:`accelerate` and
     :func:`sample_distributed`.
+
+    The loop reads nothing back from the device until it returns: the steps' scalars and streams
+    are device tensors made before the first step, each step records its NaN flag on the device,
+    and the flags are read once at the end (``check_nan``), so on CUDA the whole loop can be
+    captured in a CUDA graph (after one eager call has put the schedule tables on the device).
 
     Args:
         model_fn: ``model_fn(x_in, t) -> (logits, uncond_logits or None)``; ``x_in`` is the
@@ -100,28 +160,35 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
         batch_size, length, channels: ``B``, ``L``, ``C``.
         seed, base: the stream; region 0 at ``base`` holds the initial noise, region ``i + 1`` step ``i``.
         element_start: flat element of ``(B_global, L, C)`` where this batch starts (a multiple of 4).
+        temperature, guidance: validated numbers (or 0-d tensors).
         mask, known: packed uint8 ``(B, L, ceil(C/8))`` (see :func:`packed_condition`) or None.
         return_all: also return the packed trajectory.
+        check_nan: read the steps' NaN flags at the end and raise; False returns them instead.
 
     Returns:
         ``(x0_packed, trajectory or None)``: uint8 ``(B, L, ceil(C/8))`` and uint8
-        ``(S + 1, B, L, ceil(C/8))`` (the initial noise, then the state after each step).
+        ``(S + 1, B, L, ceil(C/8))`` (the initial noise, then the state after each step); with
+        ``check_nan=False`` also the int32 ``(S,)`` NaN flags of the steps.
 
     Raises:
-        ValueError: the denoiser returns logits of another shape, NaN logits (from sample_step),
-            or stream offsets out of range.
+        ValueError: the denoiser returns logits of another shape, NaN logits (naming the first step
+            that had them), or stream offsets out of range.
         TypeError: logits of a non-float dtype.
     """
     B, L, C = batch_size, length, channels
     nb = _nbytes(C)
     pairs = step_pairs(grid)
+    ops = backend_ops(resolve_backend(backend, torch.device(device)))
+    streams = loop_streams(seed, base, element_start, len(pairs) + 1, device)
+    scalars = loop_scalars(schedule, pairs, temperature, guidance, device)
+    guided = isinstance(guidance, torch.Tensor) or guidance != 0
     traj = torch.empty((len(pairs) + 1, B, L, nb), dtype=torch.uint8, device=device) if return_all else None
     zeros = torch.zeros((B, L, nb), dtype=torch.uint8, device=device)
-    xt, x_in, _ = bernoulli_noise(zeros, 1, _HALF, C, seed=seed, offset=region_offset(base, 0, element_start),
-                                  out_dtype=input_dtype, backend=backend)
+    xt, x_in, _ = ops.bernoulli_noise(zeros, noise_thresholds(_HALF, 1, B, zeros.device), C, streams[0], input_dtype,
+                                      False)
     if mask is not None:
         xt = (xt & ~mask) | (known & mask)
-        x_in = unpack_bits(xt, C, input_dtype, backend=backend)
+        x_in = ops.unpack_bits(xt, C, input_dtype)
     if traj is not None:
         traj[0] = xt
     bar = None
@@ -132,25 +199,16 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
             bar = tqdm(total=len(pairs), desc="sampling", unit="step", leave=False)
         except ImportError:  # tqdm is a dependency; sampling must not fail without it
             bar = None
-    expected = (B, L, C)
+    nan_flags = []
     try:
         for i, (t, t_prev) in enumerate(pairs):
             logits, uncond = model_fn(x_in, t)
-            for name, out in (("logits", logits), ("unconditional logits", uncond)):
-                if out is not None and (not isinstance(out, torch.Tensor) or tuple(out.shape) != expected):
-                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ValueError(f"the denoiser returned {name} of shape {got} at t={t}, expected (B, L, C) = "
-                                     f"{expected}{shape_hint}")
+            _check_outputs(logits, uncond, (B, L, C), t, shape_hint)
             last = i + 1 == len(pairs)
-            res = sample_step(logits, xt, t, t_prev, schedule, seed=seed,
-                              offset=region_offset(base, i + 1, element_start), temperature=temperature,
-                              guidance=guidance if uncond is not None else 0.0, uncond_logits=uncond,
-                              predict_flip=predict_flip, mask=mask, known=known,
-                              out_dtype=None if last else input_dtype, backend=backend)
-            if last:
-                xt = res
-            else:
-                xt, _, x_in = res
+            res, nan = run_step(ops, logits, uncond if guided else None, xt, mask, known, scalars[i], streams[i + 1],
+                                predict_flip, False, None if last else input_dtype, False)
+            xt, x_in = res.packed, res.model_input
+            nan_flags.append(nan)
             if traj is not None:
                 traj[i + 1] = xt
             if bar is not None:
@@ -158,6 +216,10 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
     finally:
         if bar is not None:
             bar.close()
+    flags = torch.cat(nan_flags)
+    if not check_nan:
+        return xt, traj, flags
+    check_nan_flags(flags, pairs)
     return xt, traj
 
 
@@ -307,9 +369,7 @@ class BernoulliDiffusion(nn.Module):
             raise ValueError(f"labels must be integers, got {labels.dtype}")
         if labels.dim() != 1 or (batch_size is not None and labels.shape[0] != batch_size):
             raise ValueError(f"labels must have shape (batch_size,) = ({batch_size},), got {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got values in "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        check_tensor_range(labels, "labels", 0, self.num_classes - 1)
         return labels.to(device=device, dtype=torch.long), labels.shape[0]
 
     def prepare_sampling(self, batch_size=None, labels=None, steps=None, temperature=1.0, guidance=None,
@@ -331,7 +391,7 @@ class BernoulliDiffusion(nn.Module):
         grid = sampling_grid(self.num_timesteps, steps)
         temperature = check_temperature(temperature)
         guidance = check_guidance(guidance)
-        if guidance != 0:
+        if isinstance(guidance, torch.Tensor) or guidance != 0:
             if self.num_classes is None:
                 raise ValueError("guidance needs a class-conditional model (num_classes set); this one is "
                                  "unconditional")
@@ -357,7 +417,8 @@ class BernoulliDiffusion(nn.Module):
             if not conditional:
                 return den(x_in, time_steps=ts), None
             cond = den(x_in, label=labels, time_steps=ts)
-            uncond = den(x_in, label=None, time_steps=ts) if guidance != 0 else None
+            guided = isinstance(guidance, torch.Tensor) or guidance != 0
+            uncond = den(x_in, label=None, time_steps=ts) if guided else None
             return cond, uncond
 
         return call

@@ -22,23 +22,12 @@ counters (``S`` steps) of a :class:`~bldm_fast.PhiloxGenerator`; one region hold
 
 from __future__ import annotations
 
-import numpy as np
-
+from .._checks import check_int
 from ..rng import PhiloxGenerator, check_seed_offset, resolve_stream
 
 REGION_BITS = 40
 REGION_COUNTERS = 2**REGION_BITS  # counters per region
 REGION_ELEMENTS = 4 * REGION_COUNTERS  # elements per region
-
-
-def _check_int(value, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
 
 
 def sampling_grid(num_timesteps: int, steps: int | None = None) -> list[int]:
@@ -55,13 +44,16 @@ def sampling_grid(num_timesteps: int, steps: int | None = None) -> list[int]:
     Raises:
         ValueError: ``steps`` not an int in ``1..T`` (naming ``steps``), or ``T < 1``.
     """
-    T = _check_int(num_timesteps, "num_timesteps", 1)
-    steps = T if steps is None else _check_int(steps, "steps", 1, T)
-    grid = np.arange(1, T + 1)
-    if steps != T:
-        idx = np.array(np.linspace(0.0, 1.0, steps) * (T - 1), dtype=int)
-        grid = grid[idx]
-    return [int(t) for t in grid[::-1]]
+    T = check_int(num_timesteps, "num_timesteps", 1)
+    steps = T if steps is None else check_int(steps, "steps", 1, T)
+    if steps == T:
+        return list(range(T, 0, -1))
+    # numpy's linspace(0, 1, steps) is i * (1 / (steps - 1)) + 0.0 with the last value set to 1.0;
+    # times (T - 1), truncated (astype(int)): the same float64 operations in plain Python, so the
+    # grid needs no numpy (it runs inside torch.compile'd sampling).
+    step = 1.0 / (steps - 1) if steps > 1 else 0.0
+    fractions = [i * step + 0.0 for i in range(steps - 1)] + [1.0] if steps > 1 else [0.0]
+    return [int(f * (T - 1)) + 1 for f in reversed(fractions)]
 
 
 def step_pairs(grid: list[int]) -> list[tuple[int, int]]:

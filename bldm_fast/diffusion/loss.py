@@ -27,7 +27,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_tensor
+from .._checks import ArgumentTypeError, check_int, check_tensor, check_tensor_range, is_int, is_int_tensor
 from ..ops import bernoulli_noise, flip_bce_loss, pack_bits, unpack_bits
 from ..rng import PhiloxGenerator, check_seed_offset
 from ..schedule import BernoulliSchedule
@@ -115,21 +115,21 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = -1, g
 
 
 def _resolve_t(t, batch: int, T: int) -> torch.Tensor:
-    """``t`` as an int64 CPU ``(B,)`` tensor with values in 1..T."""
+    """``t`` as an int64 ``(B,)`` tensor (on its own device; an int gives a CPU tensor) with values
+    in 1..T (checked by one read when eager, by a device assert under torch.compile)."""
     if isinstance(t, torch.Tensor):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"t must be an int or an integer tensor, got {t.dtype}")
+        if not is_int_tensor(t):
+            raise ArgumentTypeError(f"t must be an int or an integer tensor, got {t.dtype}")
         if t.dim() == 0:
             t = t.expand(batch)
         if t.shape != (batch,):
             raise ValueError(f"t must be an int or have shape (B,) = ({batch},), got {tuple(t.shape)}")
-        t = t.to("cpu", torch.int64)
-    elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
-        t = torch.full((batch,), int(t), dtype=torch.int64)
+        t = t.to(torch.int64)
+    elif is_int(t):
+        t = torch.full((batch,), check_int(t, "t", 1, T), dtype=torch.int64)
     else:
-        raise TypeError(f"t must be None, an int or an integer tensor, got {type(t).__name__}")
-    if batch and (int(t.min()) < 1 or int(t.max()) > T):
-        raise ValueError(f"t must be in 1..{T}, got values in {int(t.min())}..{int(t.max())}")
+        raise ArgumentTypeError(f"t must be None, an int or an integer tensor, got {type(t).__name__}")
+    check_tensor_range(t, "t", 1, T)
     return t
 
 
@@ -165,9 +165,7 @@ def _check_labels(labels, batch: int, device: torch.device, classes) -> None:
             raise TypeError(f"labels must be integer class ids for a {classes}-class denoiser, got {labels.dtype}")
         if labels.dim() != 1:
             raise ValueError(f"labels must have shape (B,) = ({batch},), got {tuple(labels.shape)}")
-        if batch and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-            raise ValueError(f"labels must be in 0..{classes - 1}, got values in "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        check_tensor_range(labels, "labels", 0, classes - 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -286,19 +284,24 @@ def training_loss(denoiser, x0_packed: torch.Tensor, schedule: BernoulliSchedule
     predict_flip = bool(predict_flip)
 
     # ---- random streams: t, the noise, the label dropout ---------------------------------------
+    # The torch.Generator is made only when t or the label dropout is drawn, so a call with a given
+    # t (and no dropout) creates none and compiles with fullgraph=True.
+    draws = t is None or (labels is not None and label_dropout > 0)
+    torch_gen = None  # torch's default generator
     if generator is not None:
         if seed is not None:
             raise ValueError("pass either generator or seed, not both")
         if not isinstance(generator, PhiloxGenerator):
-            raise ValueError(f"generator must be a bldm_fast.PhiloxGenerator, got {type(generator).__name__}")
-        torch_gen = torch.Generator().manual_seed(_splitmix64(generator.seed, generator.offset))
+            raise ArgumentTypeError(f"generator must be a bldm_fast.PhiloxGenerator, got {type(generator).__name__}")
+        if draws:
+            torch_gen = torch.Generator().manual_seed(_splitmix64(generator.seed, generator.offset))
         stream = {"generator": generator}
     elif seed is not None:
         check_seed_offset(seed, 0, numel)
-        torch_gen = torch.Generator().manual_seed(_splitmix64(seed, 0))
+        if draws:
+            torch_gen = torch.Generator().manual_seed(_splitmix64(seed, 0))
         stream = {"seed": seed, "offset": 0}
     else:
-        torch_gen = None  # torch's default generator
         stream = {}
     if t is None:
         t = torch.randint(1, T + 1, (batch,), generator=torch_gen, dtype=torch.int64)  # official sample_time
@@ -391,7 +394,7 @@ def training_loss(denoiser, x0_packed: torch.Tensor, schedule: BernoulliSchedule
 def _aux_loss(lf, x_t, x0, t, schedule, w, device) -> torch.Tensor:
     """The official auxiliary loss, ``mean(w_b * BCE(x_tm1_pred, x_tm1_gt))`` (see training_loss)."""
     ft, nd = lf.dtype, lf.dim()
-    sv = lambda table, idx: _bview(table[idx].to(device=device, dtype=ft), nd)  # noqa: E731
+    sv = lambda table, idx: _bview(table.to(idx.device)[idx].to(device=device, dtype=ft), nd)  # noqa: E731
     k, b, beta = sv(schedule.k, t - 1), sv(schedule.b, t - 1), sv(schedule.beta, t)
     ftr = _bview((t == 1).to(device=device, dtype=ft), nd)
     # one_step([x_t, 1 - x_t], t): q * beta + 0.5 * (1 - beta) on each component

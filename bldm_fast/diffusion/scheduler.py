@@ -338,7 +338,7 @@ class BernoulliScheduler(SchedulerMixin, ConfigMixin):
         t_prev = self._grid[i + 1] if i + 1 < len(self._grid) else 0
         temperature = check_temperature(temperature)
         g = check_guidance(guidance)
-        if g != 0 and uncond_model_output is None:
+        if (isinstance(g, torch.Tensor) or g != 0) and uncond_model_output is None:
             raise ValueError("guidance needs uncond_model_output (the unconditional model output)")
         if not isinstance(sample, torch.Tensor):
             raise TypeError(f"sample must be a torch.Tensor, got {type(sample).__name__}")
@@ -352,7 +352,7 @@ class BernoulliScheduler(SchedulerMixin, ConfigMixin):
         c = sample.shape[-1]
         out_dtype = sample.dtype if sample.dtype in _FLOAT_DTYPES else torch.float32
         xt = pack_bits(sample, backend=backend)
-        unc = uncond_model_output if g != 0 else None
+        unc = uncond_model_output if isinstance(g, torch.Tensor) or g != 0 else None
         _, _, prev = sample_step(model_output, xt, t, t_prev, self.schedule, seed=s,
                                  offset=region_offset(base, i + 1), temperature=temperature, guidance=g,
                                  uncond_logits=unc, predict_flip=self.predict_flip, mask=mask, known=known,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .._checks import check_tensor_range
 from .layers import TIME_RESCALE, Block, TimeToken, sincos_pos_embed_2d
 
 
@@ -166,9 +167,8 @@ class BinaryTransformer(nn.Module):
                 raise ValueError(
                     f"label must be an integer tensor of shape ({B},), got {label.dtype} {tuple(label.shape)}"
                 )
-            if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.num_classes):
-                raise ValueError(f"label values must be in [0, {self.num_classes}), got [{int(label.min())}, "
-                                 f"{int(label.max())}]")
+            # eager: one read; under torch.compile a device assert instead of a graph break
+            check_tensor_range(label, "label", 0, self.num_classes - 1)
         elif label.shape != (B, self.cond_dim) or not label.is_floating_point():
             raise ValueError(f"label must be a floating tensor of shape ({B}, {self.cond_dim}), got "
                              f"{label.dtype} {tuple(label.shape)}")

@@ -2,20 +2,11 @@
 
 import torch
 
-from .._backends import fused_ops, resolve_backend
-from .._checks import LOGIT_DTYPES, check_tensor
-from ..reference import binarize as ref
-from ..rng import as_int64, resolve_stream
+from .._backends import backend_ops, resolve_backend
+from .._checks import check_logits
+from ..rng import resolve_stream, stream_tensor
 
 MODES = ("deterministic", "bernoulli")
-
-
-def _check_logits(logits) -> None:
-    check_tensor(logits, "logits")
-    if logits.dtype not in LOGIT_DTYPES:
-        raise TypeError(f"logits must be float32, float16 or bfloat16, got {logits.dtype}")
-    if logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"logits must have a last (channel) dim of size >= 1, got shape {tuple(logits.shape)}")
 
 
 def binarize(logits: torch.Tensor, mode: str = "deterministic", *, generator=None, seed: int | None = None,
@@ -35,17 +26,16 @@ def binarize(logits: torch.Tensor, mode: str = "deterministic", *, generator=Non
         uint8 ``(..., ceil(C/8))``, LSB first, padding bits 0.
 
     Raises:
-        TypeError: logits of another dtype. ValueError: unknown mode, no channel dim, bad seed/offset.
+        TypeError: logits of another dtype. ValueError: unknown mode, no channel dim, bad seed/offset,
+        NaN logits (flagged in the same pass; on CUDA the flag is read back once).
     """
-    _check_logits(logits)
+    check_logits(logits)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bernoulli = mode == "bernoulli"
     seed, offset = resolve_stream(generator, seed, offset, logits.numel()) if bernoulli else (0, 0)
     backend = resolve_backend(backend, logits.device)
-    if backend == "reference":
-        return ref.binarize(logits, bernoulli, seed, offset)
-    return fused_ops(backend).binarize(logits, bernoulli, as_int64(seed), as_int64(offset))
+    return backend_ops(backend).binarize(logits, bernoulli, stream_tensor(seed, offset, logits.device))
 
 
 def quantize_probs(logits: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
@@ -59,10 +49,7 @@ def quantize_probs(logits: torch.Tensor, *, backend: str = "auto") -> torch.Tens
         uint8 ``(..., C)``.
 
     Raises:
-        TypeError: logits of another dtype. ValueError: no channel dim.
+        TypeError: logits of another dtype. ValueError: no channel dim, NaN logits.
     """
-    _check_logits(logits)
-    backend = resolve_backend(backend, logits.device)
-    if backend == "reference":
-        return ref.quantize_probs(logits)
-    return fused_ops(backend).quantize_probs(logits)
+    check_logits(logits)
+    return backend_ops(resolve_backend(backend, logits.device)).quantize_probs(logits)

@@ -2,18 +2,20 @@
 
 import torch
 
-from .._backends import fused_ops, resolve_backend
-from .._checks import LOGIT_DTYPES, check_packed, check_same_device, check_tensor
-from ..reference import loss as ref
+from .._backends import backend_ops, resolve_backend
+from .._checks import ArgumentTypeError, check_logits, check_packed, check_same_device, check_tensor
 
 
 def _check_weight(w, name: str, batch: int, device) -> None:
     check_tensor(w, name)
     if w.dtype != torch.float32:
-        raise TypeError(f"{name} must be float32, got {w.dtype}")
+        raise ArgumentTypeError(f"{name} must be float32, got {w.dtype}")
     if w.shape != (batch,):
         raise ValueError(f"{name} must have shape (B,) = ({batch},), got {tuple(w.shape)}")
     check_same_device(w, name, device, "logits")
+    if w.requires_grad:
+        raise ValueError(f"{name} must not require grad: the loss is differentiable with respect to logits only "
+                         f"(pass {name}.detach())")
 
 
 def flip_bce_loss(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight: torch.Tensor,
@@ -36,13 +38,10 @@ def flip_bce_loss(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight:
         gradient in the same pass as the loss (one read of the logits) and keep it for backward.
 
     Raises:
-        TypeError: wrong dtypes. ValueError: shapes or devices that do not match.
+        TypeError: wrong dtypes. ValueError: shapes or devices that do not match, weights that
+        require grad (every backend: no gradient flows to them).
     """
-    check_tensor(logits, "logits")
-    if logits.dtype not in LOGIT_DTYPES:
-        raise TypeError(f"logits must be float32, float16 or bfloat16, got {logits.dtype}")
-    if logits.dim() < 2 or logits.shape[-1] < 1:
-        raise ValueError(f"logits must be (B, ..., C) with C >= 1, got shape {tuple(logits.shape)}")
+    check_logits(logits, min_dim=2)
     check_packed(target_packed, "target_packed", logits.shape[-1])
     check_same_device(target_packed, "target_packed", logits.device, "logits")
     if target_packed.shape[:-1] != logits.shape[:-1]:
@@ -50,7 +49,5 @@ def flip_bce_loss(logits: torch.Tensor, target_packed: torch.Tensor, pos_weight:
                          f"got {tuple(target_packed.shape)}")
     for w, name in ((pos_weight, "pos_weight"), (neg_weight, "neg_weight")):
         _check_weight(w, name, logits.shape[0], logits.device)
-    backend = resolve_backend(backend, logits.device)
-    if backend == "reference":
-        return ref.flip_bce_loss(logits, target_packed, pos_weight, neg_weight)
-    return fused_ops(backend).flip_bce(logits, target_packed, pos_weight, neg_weight)[0]
+    ops = backend_ops(resolve_backend(backend, logits.device))
+    return ops.flip_bce(logits, target_packed, pos_weight, neg_weight)[0]

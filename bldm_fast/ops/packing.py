@@ -2,9 +2,8 @@
 
 import torch
 
-from .._backends import fused_ops, resolve_backend
-from .._checks import BIT_DTYPES, check_channels, check_packed, check_tensor
-from ..reference import packing as ref
+from .._backends import backend_ops, resolve_backend
+from .._checks import BIT_DTYPES, ArgumentTypeError, check_channels, check_out_dtype, check_packed, check_tensor
 
 
 def pack_bits(bits: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
@@ -19,20 +18,16 @@ def pack_bits(bits: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
         uint8 ``(..., ceil(C/8))``: bit ``j`` of byte ``k`` holds channel ``8k + j``, padding bits 0.
 
     Raises:
-        TypeError: ``bits`` has another dtype.
-        ValueError: ``bits`` has no channel dim, or a float value other than 0 and 1.
+        TypeError (ArgumentTypeError, also a ValueError): ``bits`` has another dtype.
+        ValueError: ``bits`` has no channel dim, or a float value other than 0 and 1 (every
+            backend checks in the packing pass; on CUDA that reads one flag back).
     """
     check_tensor(bits, "bits")
     if bits.dtype not in BIT_DTYPES:
-        raise TypeError(f"bits must be bool, uint8 or float16/bfloat16/float32/float64, got {bits.dtype}")
+        raise ArgumentTypeError(f"bits must be bool, uint8 or float16/bfloat16/float32/float64, got {bits.dtype}")
     if bits.dim() < 1 or bits.shape[-1] < 1:
         raise ValueError(f"bits must have a last (channel) dim of size >= 1, got shape {tuple(bits.shape)}")
-    backend = resolve_backend(backend, bits.device)
-    if backend == "reference":
-        if bits.is_floating_point() and ((bits != 0) & (bits != 1)).any():
-            raise ValueError("pack_bits: bits must hold only 0 or 1, found another value")
-        return ref.pack_bits(bits)
-    return fused_ops(backend).pack_bits(bits)
+    return backend_ops(resolve_backend(backend, bits.device)).pack_bits(bits)
 
 
 def unpack_bits(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch.float32, *,
@@ -45,14 +40,11 @@ def unpack_bits(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch.
         dtype: bool, uint8, float16, bfloat16, float32 or float64.
 
     Raises:
-        TypeError: ``packed`` is not uint8, or ``dtype`` is not one of the above.
+        TypeError (ArgumentTypeError, also a ValueError): ``packed`` is not uint8, ``channels`` not
+            an int, or ``dtype`` is not one of the above.
         ValueError: ``channels < 1`` or ``packed``'s last dim is not ``ceil(channels/8)``.
     """
     channels = check_channels(channels)
     check_packed(packed, "packed", channels)
-    if dtype not in BIT_DTYPES:
-        raise TypeError(f"dtype must be one of {BIT_DTYPES}, got {dtype!r}")
-    backend = resolve_backend(backend, packed.device)
-    if backend == "reference":
-        return ref.unpack_bits(packed, channels, dtype)
-    return fused_ops(backend).unpack_bits(packed, channels, dtype)
+    check_out_dtype(dtype, "dtype", optional=False)
+    return backend_ops(resolve_backend(backend, packed.device)).unpack_bits(packed, channels, dtype)

@@ -4,15 +4,16 @@ probabilities quantised to bytes."""
 import torch
 
 from .packing import pack_bits
-from .philox import philox_uniform
+from .philox import stream_uniform
 from .step import sigmoid_pair
 
 
-def binarize(logits, bernoulli: bool, seed: int, offset: int) -> torch.Tensor:
-    """Packed ``[u < sigmoid(l)]`` (bernoulli) or ``[l > 0]`` of ``(..., C)`` logits."""
+def binarize(logits, bernoulli: bool, stream: torch.Tensor) -> torch.Tensor:
+    """Packed ``[u < sigmoid(l)]`` (bernoulli) or ``[l > 0]`` of ``(..., C)`` logits; ``stream``
+    int64 ``(2,)`` ``[seed, offset]``."""
     l = logits.float()
     if bernoulli:
-        bits = philox_uniform(seed, offset, l.numel(), l.device).view(l.shape) < sigmoid_pair(l)[0]
+        bits = stream_uniform(stream, l.numel()).view(l.shape) < sigmoid_pair(l)[0]
     else:
         bits = l > 0
     return pack_bits(bits)

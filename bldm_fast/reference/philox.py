@@ -25,8 +25,9 @@ def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
-def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
-    """Ten Philox rounds on int64 tensors holding uint32 counter words; returns the four output words."""
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Ten Philox rounds on int64 tensors holding uint32 counter words (keys: ints or 0-d int64
+    tensors); returns the four output words."""
     for _ in range(ROUNDS):
         hi_a, lo_a = _mulhilo(ROUND_A, c0)
         hi_b, lo_b = _mulhilo(ROUND_B, c2)
@@ -36,24 +37,41 @@ def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
     return c0, c1, c2, c3
 
 
-def philox_words(seed: int, offset: int, numel: int, device="cpu") -> torch.Tensor:
-    """The uint32 words of the stream as int64, shape ``(numel,)``: element i takes word ``i % 4``
-    of counter ``offset + i // 4``. Arguments are assumed validated."""
+def stream_words(stream: torch.Tensor, numel: int) -> torch.Tensor:
+    """The uint32 words of the stream as int64, shape ``(numel,)``, on the device of ``stream``
+    (int64 ``(2,)`` ``[seed, offset]``, uint64 bit patterns): element i takes word ``i % 4`` of
+    counter ``offset + i // 4``. Reads no tensor value on the host, so it traces and captures."""
     n_ctr = (numel + 3) // 4
-    n = torch.arange(n_ctr, dtype=torch.int64, device=device)
-    # offset + n may exceed int64: add the 64-bit offset limb by limb.
-    off_lo, off_hi = offset & _MASK32, offset >> 32
+    n = torch.arange(n_ctr, dtype=torch.int64, device=stream.device)
+    seed, offset = stream[0], stream[1]
+    # offset + n may exceed int64: add the 64-bit offset limb by limb (>> is arithmetic: mask).
+    off_lo, off_hi = offset & _MASK32, (offset >> 32) & _MASK32
     lo = n + off_lo  # < 2^33
     c0 = lo & _MASK32
     c1 = ((lo >> 32) + off_hi) & _MASK32
     zero = torch.zeros_like(c0)
-    words = philox4x32_10(c0, c1, zero, zero, seed & _MASK32, seed >> 32)
+    words = philox4x32_10(c0, c1, zero, zero, seed & _MASK32, (seed >> 32) & _MASK32)
     return torch.stack(words, dim=1).reshape(-1)[:numel]
+
+
+def _stream(seed: int, offset: int, device) -> torch.Tensor:
+    as64 = lambda v: v - 2**64 if v >= 2**63 else v  # noqa: E731
+    return torch.tensor([as64(seed), as64(offset)], dtype=torch.int64, device=device)
+
+
+def philox_words(seed: int, offset: int, numel: int, device="cpu") -> torch.Tensor:
+    """:func:`stream_words` of the validated ints ``seed``, ``offset`` on ``device``."""
+    return stream_words(_stream(seed, offset, device), numel)
 
 
 def words_to_uniform(words: torch.Tensor) -> torch.Tensor:
     """``(word >> 8) * 2^-24`` in float32: exact, in [0, 1 - 2^-24]."""
     return (words >> 8).to(torch.float32) * (2.0**-24)
+
+
+def stream_uniform(stream: torch.Tensor, numel: int) -> torch.Tensor:
+    """float32 uniforms of the stream tensor, shape ``(numel,)``."""
+    return words_to_uniform(stream_words(stream, numel))
 
 
 def philox_uniform(seed: int, offset: int, numel: int, device="cpu") -> torch.Tensor:

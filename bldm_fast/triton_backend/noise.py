@@ -5,14 +5,15 @@ import triton
 import triton.language as tl
 
 from . import tiles
-from .philox import element_words, halves, stream_base, to_uniform
+from .philox import element_words, load_stream, stream_base, to_uniform
 from .tiles import bits_view, byte_tile, pack_tile, sample_of, store_bits, unpack_tile, wide
 
 
-@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "bytes_per_sample", *tiles.STREAM])
+@triton.jit(do_not_specialize=[*tiles.TILE_SIZES, "bytes_per_sample"])
 def _noise_kernel(x0_ptr, thr_ptr, packed_ptr, unpacked_ptr, flip_ptr, n_bytes, C, NB, bytes_per_sample,
-                  seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
+                  rng_ptr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr,
                   STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr, STORE_FLIP: tl.constexpr, WIDE: tl.constexpr):
+    seed_lo, seed_hi, off_lo, off_hi = load_stream(rng_ptr)
     o_byte, m_byte, o_bit, o_elem, m_elem = byte_tile(n_bytes, C, NB, BLOCK, ALIGNED)
     x0 = unpack_tile(tl.load(x0_ptr + o_byte, mask=m_byte, other=0), o_bit)
     b = sample_of(o_byte, bytes_per_sample, WIDE)  # [BLOCK] sample of each byte
@@ -27,8 +28,9 @@ def _noise_kernel(x0_ptr, thr_ptr, packed_ptr, unpacked_ptr, flip_ptr, n_bytes, 
         tl.store(flip_ptr + o_byte, pack_tile(xt != (x0 & m_elem), o_bit), mask=m_byte)
 
 
-def bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, return_flip):
-    """Packed ``(B, ..., ceil(C/8))`` x_0 and float32 ``(B, 2)`` thresholds ``[thr1, thr0]`` ->
+def bernoulli_noise(x0_packed, thresholds, channels, stream, out_dtype, return_flip):
+    """Packed ``(B, ..., ceil(C/8))`` x_0, float32 ``(B, 2)`` thresholds ``[thr1, thr0]`` and the
+    int64 ``(2,)`` stream ``[seed, offset]`` (all on the device) ->
     ``(packed x_t, unpacked or None, flip or None)``."""
     x0 = x0_packed.contiguous()
     nb = x0.shape[-1]
@@ -41,7 +43,7 @@ def bernoulli_noise(x0_packed, thresholds, channels, seed, offset, out_dtype, re
         target, one = bits_view(unpacked)
         _noise_kernel[tiles.grid(n)](
             x0, thresholds.contiguous(), packed, target, flip, n, channels, nb, n // x0.shape[0],
-            *halves(seed), *halves(offset), BLOCK=tiles.BLOCK_BYTES, ALIGNED=channels % 8 == 0,
+            stream.view(torch.int32), BLOCK=tiles.BLOCK_BYTES, ALIGNED=channels % 8 == 0,
             STORE_UNPACKED=unpacked is not None, ONE=one, STORE_FLIP=return_flip, WIDE=wide(n),
             num_warps=tiles.NUM_WARPS)
     return packed, unpacked, flip

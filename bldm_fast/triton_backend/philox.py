@@ -1,8 +1,8 @@
 """The random stream of DESIGN.md section 4 inside Triton kernels.
 
-seed and offset reach a kernel as four int32 bit patterns (the 32-bit halves of two uint64):
-that fixes their Triton type, so no value ever triggers a recompile, and it keeps every Philox
-word uint32 (Triton <= 3.6's interpreter gets ``umulhi`` wrong on signed int32).
+seed and offset reach a kernel in device memory, as four int32 bit patterns (the 32-bit halves of
+two uint64, :func:`load_stream`): so no value ever triggers a recompile or a host sync, and every
+Philox word stays uint32 (Triton <= 3.6's interpreter gets ``umulhi`` wrong on signed int32).
 """
 
 import triton
@@ -10,13 +10,12 @@ import triton.language as tl
 from triton.language.random import philox_impl
 
 
-def halves(value: int) -> tuple[int, int]:
-    """A uint64 as the int32 bit patterns of its low and high 32-bit halves."""
-
-    def as_i32(x: int) -> int:
-        return x - 2**32 if x >= 2**31 else x
-
-    return as_i32(value & 0xFFFFFFFF), as_i32(value >> 32)
+@triton.jit
+def load_stream(rng_ptr):
+    """``(seed_lo, seed_hi, off_lo, off_hi)`` int32 bit patterns from the op's int64 ``(2,)``
+    ``stream`` tensor ``[seed, offset]``, passed viewed as int32 ``(4,)`` (little-endian halves):
+    read on the device, so new values need no host value and no recompile."""
+    return tl.load(rng_ptr), tl.load(rng_ptr + 1), tl.load(rng_ptr + 2), tl.load(rng_ptr + 3)
 
 
 @triton.jit

@@ -6,11 +6,12 @@ import triton
 import triton.language as tl
 
 from . import tiles
-from .philox import halves, philox_words, pick4, stream_base, to_uniform
+from .philox import load_stream, philox_words, pick4, stream_base, to_uniform
 
 
-@triton.jit(do_not_specialize=["n", *tiles.STREAM])
-def _fill_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr, UNIFORM: tl.constexpr):
+@triton.jit(do_not_specialize=["n"])
+def _fill_kernel(out_ptr, n, rng_ptr, BLOCK: tl.constexpr, UNIFORM: tl.constexpr):
+    seed_lo, seed_hi, off_lo, off_hi = load_stream(rng_ptr)
     o_ctr = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] counters
     r0, r1, r2, r3 = philox_words(stream_base(off_lo, off_hi) + o_ctr.to(tl.uint64), seed_lo, seed_hi)
     o_word = tl.arange(0, 4)
@@ -22,11 +23,12 @@ def _fill_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constex
         tl.store(out_ptr + o_elem, w.to(tl.int64) & 0xFFFFFFFF, mask=o_elem < n)
 
 
-def philox_fill_(out: torch.Tensor, seed: int, offset: int) -> None:
-    """Fill contiguous ``out`` (float32 uniforms or int64 words) with the stream ``(seed, offset)``."""
+def philox_fill_(out: torch.Tensor, stream: torch.Tensor) -> None:
+    """Fill contiguous ``out`` (float32 uniforms or int64 words) with the stream tensor
+    ``[seed, offset]`` (int64 ``(2,)`` on out's device)."""
     n = out.numel()
     if n:
         block = 2 * tiles.BLOCK_BYTES
         _fill_kernel[(triton.cdiv(triton.cdiv(n, 4), block),)](
-            out, n, *halves(seed), *halves(offset), BLOCK=block, UNIFORM=out.dtype == torch.float32,
+            out, n, stream.view(torch.int32), BLOCK=block, UNIFORM=out.dtype == torch.float32,
             num_warps=tiles.NUM_WARPS)

@@ -28,7 +28,6 @@ NUM_WARPS = 4
 # Sizes are not specialised either: Triton would compile a variant per divisibility of every size
 # (hundreds over the test suite's shapes) for no gain here, where ALIGNED carries what matters.
 TILE_SIZES = ("n_bytes", "C", "NB")
-STREAM = ("seed_lo", "seed_hi", "off_lo", "off_hi")
 
 
 def grid(n_bytes: int) -> tuple[int]:

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <atomic>
+
 #include "bits_cpu.h"
 #include "bldm_fast/step_math.h"
 #include "cpu_utils.h"
@@ -12,23 +14,35 @@
 namespace bldm_fast::cpu {
 namespace {
 
-// bit[j] = bernoulli ? u[j] < sigmoid(l[j]) : l[j] > 0 (the official sigmoid(l) > 0.5).
-void binarize_run(const float* __restrict l, const float* __restrict u, int64_t n, bool bernoulli,
+// bit[j] = bernoulli ? u[j] < sigmoid(l[j]) : l[j] > 0 (the official sigmoid(l) > 0.5); returns
+// whether any logit is NaN (the same pass: an int OR-reduction, which gcc vectorises).
+bool binarize_run(const float* __restrict l, const float* __restrict u, int64_t n, bool bernoulli,
                   uint8_t* __restrict bit) {
+  int nan = 0;
   if (bernoulli) {
-    for (int64_t j = 0; j < n; ++j) bit[j] = u[j] < stable_sigmoid(l[j]);
+    for (int64_t j = 0; j < n; ++j) {
+      bit[j] = u[j] < stable_sigmoid(l[j]);
+      nan |= l[j] != l[j];
+    }
   } else {
-    for (int64_t j = 0; j < n; ++j) bit[j] = l[j] > 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      bit[j] = l[j] > 0.0f;
+      nan |= l[j] != l[j];
+    }
   }
+  return nan != 0;
 }
 
-at::Tensor binarize(const at::Tensor& logits, bool bernoulli, int64_t seed, int64_t offset) {
+at::Tensor binarize(const at::Tensor& logits, bool bernoulli, const at::Tensor& stream) {
   check_logits(logits, "binarize", 1, at::kCPU);
+  check_stream(stream, "binarize", at::kCPU);
   const int64_t channels = logits.size(-1), nb = packed_size(channels), rows = logits.numel() / channels;
   at::Tensor packed = at::empty(with_last(leading_dims(logits), nb), logits.options().dtype(at::kByte));
   if (rows == 0) return packed;
   const at::Tensor lc = logits.contiguous();
-  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  const int64_t* st = stream.data_ptr<int64_t>();
+  const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
+  std::atomic<bool> nan{false};
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
     float* l = scratch<float, 0>(n);
@@ -36,9 +50,10 @@ at::Tensor binarize(const at::Tensor& logits, bool bernoulli, int64_t seed, int6
     uint8_t* bit = scratch<uint8_t, 0>(n);
     load_floats(lc, i0, n, l);
     if (bernoulli) uniform_range(s, o, i0, n, u);
-    binarize_run(l, u, n, bernoulli, bit);
+    if (binarize_run(l, u, n, bernoulli, bit)) nan = true;
     pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
   });
+  TORCH_CHECK_VALUE(!nan, kBinarizeNan);
   return packed;
 }
 
@@ -48,13 +63,20 @@ at::Tensor quantize_probs(const at::Tensor& logits) {
   const int64_t channels = logits.size(-1), rows = logits.numel() / channels;
   if (rows == 0) return out;
   const at::Tensor lc = logits.contiguous();
+  std::atomic<bool> nan{false};
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
     float* l = scratch<float, 0>(n);
     load_floats(lc, i0, n, l);
     uint8_t* q = out.data_ptr<uint8_t>() + i0;
-    for (int64_t j = 0; j < n; ++j) q[j] = quantize_unit(stable_sigmoid(l[j]));
+    int tile_nan = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      q[j] = quantize_unit(stable_sigmoid(l[j]));
+      tile_nan |= l[j] != l[j];
+    }
+    if (tile_nan) nan = true;
   });
+  TORCH_CHECK_VALUE(!nan, kQuantizeNan);
   return out;
 }
 

@@ -23,9 +23,9 @@ void noise_run(const uint8_t* __restrict x0, const float* __restrict u, int64_t 
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
-    const at::Tensor& x0_packed, const at::Tensor& thresholds, int64_t channels, int64_t seed,
-    int64_t offset, std::optional<at::ScalarType> out_dtype, bool return_flip) {
-  check_noise_inputs(x0_packed, thresholds, channels, at::kCPU);
+    const at::Tensor& x0_packed, const at::Tensor& thresholds, int64_t channels, const at::Tensor& stream,
+    std::optional<at::ScalarType> out_dtype, bool return_flip) {
+  check_noise_inputs(x0_packed, thresholds, channels, stream, at::kCPU);
   const int64_t nb = packed_size(channels), batch = x0_packed.size(0);
   at::Tensor packed, unpacked, flip;
   std::tie(packed, unpacked, flip) = noise_outputs(x0_packed, channels, out_dtype, return_flip);
@@ -36,7 +36,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
   const at::Tensor thr = thresholds.contiguous();
   const uint8_t* px0 = x0c.data_ptr<uint8_t>();
   const float* pthr = thr.data_ptr<float>();
-  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  const int64_t* st = stream.data_ptr<int64_t>();
+  const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
 
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;

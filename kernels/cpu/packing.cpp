@@ -44,7 +44,7 @@ at::Tensor pack_bits(const at::Tensor& bits) {
       pack_rows(ones, r1 - r0, channels, po + r0 * nb);
     });
   });
-  TORCH_CHECK_VALUE(!bad, "pack_bits: bits must hold only 0 or 1, found another value");
+  TORCH_CHECK_VALUE(!bad, kNot01);
   return out;
 }
 

@@ -9,11 +9,12 @@
 namespace bldm_fast::cpu {
 namespace {
 
-void philox_fill(at::Tensor& out, int64_t seed, int64_t offset) {
-  check_philox_out(out, at::kCPU);
+void philox_fill(at::Tensor& out, const at::Tensor& stream) {
+  check_philox_out(out, stream, at::kCPU);
   const auto dt = out.scalar_type();
   // seed and offset travel as int64 bit patterns of their uint64 values.
-  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  const int64_t* st = stream.data_ptr<int64_t>();
+  const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
   const int64_t n = out.numel();
   at::parallel_for(0, (n + kTileElems - 1) / kTileElems, 1, [&](int64_t t0, int64_t t1) {
     const int64_t i0 = t0 * kTileElems, count = std::min(n, t1 * kTileElems) - i0;

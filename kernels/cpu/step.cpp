@@ -74,26 +74,29 @@ bool final_bits_run(const float* __restrict l, const uint8_t* __restrict xt, int
   return nan != 0;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample_step(
     const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
-    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g, double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip,
-    int64_t seed, int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
-  check_step_inputs(logits, uncond, xt_packed, mask, known, inv_temp, at::kCPU);
+    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, const at::Tensor& scalars,
+    const at::Tensor& stream, bool predict_flip, bool return_probs, std::optional<at::ScalarType> out_dtype,
+    bool check_nan) {
+  check_step_inputs(logits, uncond, xt_packed, mask, known, scalars, stream, at::kCPU);
   const int64_t channels = logits.size(-1), nb = packed_size(channels);
-  at::Tensor packed, probs, unpacked;
-  std::tie(packed, probs, unpacked) = step_outputs(logits, xt_packed, return_probs, out_dtype);
+  at::Tensor packed, probs, unpacked, nan_flag;
+  std::tie(packed, probs, unpacked, nan_flag) = step_outputs(logits, xt_packed, return_probs, out_dtype);
   const int64_t rows = logits.numel() / channels;
-  if (rows == 0) return {packed, probs, unpacked};
+  if (rows == 0) return {packed, probs, unpacked, nan_flag};
 
+  const float* sv = scalars.data_ptr<float>();
+  const int64_t* st = stream.data_ptr<int64_t>();
+  const bool final_step = sv[kFinal] != 0.0f;
   const at::Tensor lc = logits.contiguous();
   const at::Tensor uc = uncond ? uncond->contiguous() : at::Tensor();
   const at::Tensor xc = xt_packed.contiguous();
   const at::Tensor mc = mask ? mask->contiguous() : at::Tensor();
   const at::Tensor kc = known ? known->contiguous() : at::Tensor();
-  const Guidance gd{static_cast<float>(inv_temp), static_cast<float>(g), uncond.has_value()};
-  const StepConstants sc{static_cast<float>(k_prev), static_cast<float>(b_prev), static_cast<float>(qh),
-                         static_cast<float>(ql)};
-  const auto s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  const Guidance gd{sv[kInvTemp], sv[kGuidance], uncond.has_value()};
+  const StepConstants sc{sv[kKPrev], sv[kBPrev], sv[kQh], sv[kQl]};
+  const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
   std::atomic<bool> nan{false};
 
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
@@ -125,8 +128,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step(
     pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
     if (out_dtype) store_ones(bit, n, unpacked, i0);
   });
-  TORCH_CHECK_VALUE(!nan, kNanMessage);
-  return {packed, probs, unpacked};
+  TORCH_CHECK_VALUE(!(check_nan && nan), kNanMessage);
+  nan_flag.fill_(nan ? 1 : 0);
+  return {packed, probs, unpacked, nan_flag};
 }
 
 }  // namespace

@@ -23,14 +23,17 @@ cudaError_t pack_bits(const void* bits, DType dtype, int64_t rows, int64_t chann
 cudaError_t unpack_bits(const uint8_t* packed, int64_t rows, int64_t channels, void* out, DType dtype,
                         cudaStream_t stream);
 
-// out: n float32 uniforms (uniform = true) or n int64 words of the stream (seed, offset).
-cudaError_t philox_fill(void* out, bool uniform, int64_t n, uint64_t seed, uint64_t offset, cudaStream_t stream);
+// `rng` points to the device int64 pair [seed, offset] (uint64 bit patterns) every random kernel
+// reads, so new values need neither a host sync nor a new launch configuration (CUDA graphs).
+
+// out: n float32 uniforms (uniform = true) or n int64 words of the stream rng.
+cudaError_t philox_fill(void* out, bool uniform, int64_t n, const int64_t* rng, cudaStream_t stream);
 
 struct NoiseArgs {
   const uint8_t* x0;        // rows x ceil(C/8)
   const float* thresholds;  // batch x 2: [thr1, thr0]
   int64_t rows, rows_per_sample, channels;
-  uint64_t seed, offset;
+  const int64_t* rng;  // device [seed, offset]
   uint8_t* packed;     // rows x ceil(C/8)
   void* unpacked;      // rows x C of unpacked_dtype, or null
   DType unpacked_dtype;
@@ -46,24 +49,25 @@ struct StepArgs {
   const uint8_t* mask;   // rows x ceil(C/8), or null
   const uint8_t* known;  // rows x ceil(C/8), or null
   int64_t rows, channels;
-  float inv_temp, g;
-  StepConstants constants;
-  bool final_step, predict_flip;
-  uint64_t seed, offset;
+  const float* scalars;  // device [inv_temp, g, k_prev, b_prev, qh, ql, final] (final != 0: threshold step)
+  const int64_t* rng;    // device [seed, offset]
+  bool predict_flip;
   uint8_t* packed;  // rows x ceil(C/8)
   float* probs;     // rows x C, or null
   void* unpacked;   // rows x C of unpacked_dtype, or null
   DType unpacked_dtype;
-  int* nan_flag;    // device int, zeroed by the caller; set to 1 when a (guided) logit is NaN
+  int* nan_flag;    // device int; set to 1 when a (guided) logit is NaN (never cleared)
 };
 cudaError_t sample_step(const StepArgs& args, cudaStream_t stream);
 
 // logits: rows x C of logits_dtype -> packed rows x ceil(C/8): [u < sigmoid(l)] (bernoulli) or [l > 0].
+// nan_flag (device int, zeroed by the caller) is set to 1 when a logit is NaN.
 cudaError_t binarize(const void* logits, DType logits_dtype, int64_t rows, int64_t channels, bool bernoulli,
-                     uint64_t seed, uint64_t offset, uint8_t* packed, cudaStream_t stream);
+                     const int64_t* rng, uint8_t* packed, int* nan_flag, cudaStream_t stream);
 
-// logits: n values of logits_dtype -> out: n bytes floor(sigmoid(l) * 255 + 0.5).
-cudaError_t quantize_probs(const void* logits, DType logits_dtype, int64_t n, uint8_t* out, cudaStream_t stream);
+// logits: n values of logits_dtype -> out: n bytes floor(sigmoid(l) * 255 + 0.5); nan_flag as binarize.
+cudaError_t quantize_probs(const void* logits, DType logits_dtype, int64_t n, uint8_t* out, int* nan_flag,
+                           cudaStream_t stream);
 
 struct FlipBceArgs {
   const void* logits;  // rows x C of logits_dtype (kF32, kF16 or kBF16)

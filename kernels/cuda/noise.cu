@@ -8,12 +8,13 @@ namespace {
 template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) noise_kernel(NoiseArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
+  const uint64_t seed = static_cast<uint64_t>(a.rng[0]), offset = static_cast<uint64_t>(a.rng[1]);
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
     const auto [row, i0, nbits] = byte_span<kAligned>(g, nb, a.channels);
     const int64_t b = div_nonneg(row, a.rows_per_sample);
     const float thr1 = a.thresholds[2 * b], thr0 = a.thresholds[2 * b + 1];
     const uint8_t x0 = a.x0[g];
-    const ByteWords w = byte_words(a.seed, a.offset, i0, nbits);
+    const ByteWords w = byte_words(seed, offset, i0, nbits);
     uint8_t out = 0;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {

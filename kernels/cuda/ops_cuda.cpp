@@ -1,7 +1,10 @@
 // The CUDA dispatch of the torch.library ops (schemas in kernels/ops.cpp): input checks shared
 // with the CPU kernels (op_checks.h), output allocation, then the raw launchers of launchers.h on
-// the current stream. Every launch's error is checked; the NaN / non-0-1 flags are read back
-// (one sync) so bad input raises before the op returns. Built only where torch has CUDA.
+// the current stream. Every launch's error is checked. The kernels read seed/offset (and the step's
+// scalars) from device memory, so a call needs no host value. pack_bits of floats, binarize and
+// quantize_probs read their bad-input flag back (one sync) so bad input raises before the op returns;
+// sample_step does so only with check_nan (a sampling loop passes false and reads its accumulated
+// flags once, at the end). Built only where torch has CUDA.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -41,8 +44,7 @@ at::Tensor pack_bits_op(const at::Tensor& bits) {
   check_launch(cuda::pack_bits(x.data_ptr(), to_dtype(x.scalar_type()), x.numel() / channels, channels,
                                out.data_ptr<uint8_t>(), bad.data_ptr<int>(), stream()),
                "pack_bits");
-  TORCH_CHECK_VALUE(!x.is_floating_point() || bad.item<int>() == 0,
-                    "pack_bits: bits must hold only 0 or 1, found another value");
+  TORCH_CHECK_VALUE(!x.is_floating_point() || bad.item<int>() == 0, kNot01);
   return out;
 }
 
@@ -57,20 +59,20 @@ at::Tensor unpack_bits_op(const at::Tensor& packed, int64_t channels, at::Scalar
   return out;
 }
 
-void philox_fill_op(at::Tensor& out, int64_t seed, int64_t offset) {
-  check_philox_out(out, at::kCUDA);
+void philox_fill_op(at::Tensor& out, const at::Tensor& rng) {
+  check_philox_out(out, rng, at::kCUDA);
   const c10::cuda::CUDAGuard guard(out.device());
   check_launch(cuda::philox_fill(out.data_ptr(), out.scalar_type() == at::kFloat, out.numel(),
-                                 static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), stream()),
+                                 rng.data_ptr<int64_t>(), stream()),
                "philox_fill_");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise_op(const at::Tensor& x0_packed,
                                                                const at::Tensor& thresholds, int64_t channels,
-                                                               int64_t seed, int64_t offset,
+                                                               const at::Tensor& rng,
                                                                std::optional<at::ScalarType> out_dtype,
                                                                bool return_flip) {
-  check_noise_inputs(x0_packed, thresholds, channels, at::kCUDA);
+  check_noise_inputs(x0_packed, thresholds, channels, rng, at::kCUDA);
   const c10::cuda::CUDAGuard guard(x0_packed.device());
   at::Tensor packed, unpacked, flip;
   std::tie(packed, unpacked, flip) = noise_outputs(x0_packed, channels, out_dtype, return_flip);
@@ -83,8 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise_op(const at::Tens
   a.rows = rows;
   a.rows_per_sample = x0.size(0) > 0 ? rows / x0.size(0) : 1;
   a.channels = channels;
-  a.seed = static_cast<uint64_t>(seed);
-  a.offset = static_cast<uint64_t>(offset);
+  a.rng = rng.data_ptr<int64_t>();
   a.packed = packed.data_ptr<uint8_t>();
   a.unpacked = out_dtype ? unpacked.data_ptr() : nullptr;
   a.unpacked_dtype = out_dtype ? to_dtype(*out_dtype) : DType::kU8;
@@ -93,21 +94,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise_op(const at::Tens
   return {packed, unpacked, flip};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step_op(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample_step_op(
     const at::Tensor& logits, const std::optional<at::Tensor>& uncond, const at::Tensor& xt_packed,
-    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, double inv_temp, double g,
-    double k_prev, double b_prev, double qh, double ql, bool final_step, bool predict_flip, int64_t seed,
-    int64_t offset, bool return_probs, std::optional<at::ScalarType> out_dtype) {
-  check_step_inputs(logits, uncond, xt_packed, mask, known, inv_temp, at::kCUDA);
+    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& known, const at::Tensor& scalars,
+    const at::Tensor& rng, bool predict_flip, bool return_probs, std::optional<at::ScalarType> out_dtype,
+    bool check_nan) {
+  check_step_inputs(logits, uncond, xt_packed, mask, known, scalars, rng, at::kCUDA);
   const c10::cuda::CUDAGuard guard(logits.device());
-  at::Tensor packed, probs, unpacked;
-  std::tie(packed, probs, unpacked) = step_outputs(logits, xt_packed, return_probs, out_dtype);
+  at::Tensor packed, probs, unpacked, nan;
+  std::tie(packed, probs, unpacked, nan) = step_outputs(logits, xt_packed, return_probs, out_dtype);
   const at::Tensor lc = logits.contiguous();
   const at::Tensor uc = uncond ? uncond->contiguous() : at::Tensor();
   const at::Tensor xc = xt_packed.contiguous();
   const at::Tensor mc = mask ? mask->contiguous() : at::Tensor();
   const at::Tensor kc = known ? known->contiguous() : at::Tensor();
-  at::Tensor nan = at::zeros({1}, logits.options().dtype(at::kInt));
   StepArgs a{};
   a.logits = lc.data_ptr();
   a.uncond = uncond ? uc.data_ptr() : nullptr;
@@ -117,22 +117,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_step_op(
   a.known = known ? kc.data_ptr<uint8_t>() : nullptr;
   a.channels = logits.size(-1);
   a.rows = logits.numel() / a.channels;
-  a.inv_temp = static_cast<float>(inv_temp);
-  a.g = static_cast<float>(g);
-  a.constants = StepConstants{static_cast<float>(k_prev), static_cast<float>(b_prev), static_cast<float>(qh),
-                              static_cast<float>(ql)};
-  a.final_step = final_step;
+  a.scalars = scalars.data_ptr<float>();
+  a.rng = rng.data_ptr<int64_t>();
   a.predict_flip = predict_flip;
-  a.seed = static_cast<uint64_t>(seed);
-  a.offset = static_cast<uint64_t>(offset);
   a.packed = packed.data_ptr<uint8_t>();
   a.probs = return_probs ? probs.data_ptr<float>() : nullptr;
   a.unpacked = out_dtype ? unpacked.data_ptr() : nullptr;
   a.unpacked_dtype = out_dtype ? to_dtype(*out_dtype) : DType::kU8;
   a.nan_flag = nan.data_ptr<int>();
   check_launch(cuda::sample_step(a, stream()), "sample_step");
-  TORCH_CHECK_VALUE(nan.item<int>() == 0, kNanMessage);
-  return {packed, probs, unpacked};
+  TORCH_CHECK_VALUE(!check_nan || nan.item<int>() == 0, kNanMessage);
+  return {packed, probs, unpacked, nan};
 }
 
 std::tuple<at::Tensor, at::Tensor> flip_bce_op(const at::Tensor& logits, const at::Tensor& target_packed,
@@ -160,16 +155,18 @@ std::tuple<at::Tensor, at::Tensor> flip_bce_op(const at::Tensor& logits, const a
   return {partial.sum(), grad};
 }
 
-at::Tensor binarize_op(const at::Tensor& logits, bool bernoulli, int64_t seed, int64_t offset) {
+at::Tensor binarize_op(const at::Tensor& logits, bool bernoulli, const at::Tensor& rng) {
   check_logits(logits, "binarize", 1, at::kCUDA);
+  check_stream(rng, "binarize", at::kCUDA);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t channels = logits.size(-1);
   at::Tensor packed = at::empty(with_last(leading_dims(logits), packed_size(channels)), logits.options().dtype(at::kByte));
   const at::Tensor lc = logits.contiguous();
+  at::Tensor nan = at::zeros({1}, logits.options().dtype(at::kInt));
   check_launch(cuda::binarize(lc.data_ptr(), to_dtype(lc.scalar_type()), lc.numel() / channels, channels, bernoulli,
-                              static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), packed.data_ptr<uint8_t>(),
-                              stream()),
+                              rng.data_ptr<int64_t>(), packed.data_ptr<uint8_t>(), nan.data_ptr<int>(), stream()),
                "binarize");
+  TORCH_CHECK_VALUE(nan.item<int>() == 0, kBinarizeNan);
   return packed;
 }
 
@@ -178,9 +175,11 @@ at::Tensor quantize_probs_op(const at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor out = at::empty(logits.sizes(), logits.options().dtype(at::kByte));
   const at::Tensor lc = logits.contiguous();
+  at::Tensor nan = at::zeros({1}, logits.options().dtype(at::kInt));
   check_launch(cuda::quantize_probs(lc.data_ptr(), to_dtype(lc.scalar_type()), lc.numel(), out.data_ptr<uint8_t>(),
-                                    stream()),
+                                    nan.data_ptr<int>(), stream()),
                "quantize_probs");
+  TORCH_CHECK_VALUE(nan.item<int>() == 0, kQuantizeNan);
   return out;
 }
 

@@ -4,8 +4,8 @@
 namespace bldm_fast::cuda {
 namespace {
 
-__global__ void __launch_bounds__(kThreads) fill_kernel(void* out, bool uniform, int64_t n, uint64_t seed,
-                                                         uint64_t offset) {
+__global__ void __launch_bounds__(kThreads) fill_kernel(void* out, bool uniform, int64_t n, const int64_t* rng) {
+  const uint64_t seed = static_cast<uint64_t>(rng[0]), offset = static_cast<uint64_t>(rng[1]);
   const int64_t counters = (n + 3) / 4;
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < counters;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -25,9 +25,9 @@ __global__ void __launch_bounds__(kThreads) fill_kernel(void* out, bool uniform,
 
 }  // namespace
 
-cudaError_t philox_fill(void* out, bool uniform, int64_t n, uint64_t seed, uint64_t offset, cudaStream_t stream) {
+cudaError_t philox_fill(void* out, bool uniform, int64_t n, const int64_t* rng, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  fill_kernel<<<grid_blocks((n + 3) / 4), kThreads, 0, stream>>>(out, uniform, n, seed, offset);
+  fill_kernel<<<grid_blocks((n + 3) / 4), kThreads, 0, stream>>>(out, uniform, n, rng);
   return cudaGetLastError();
 }
 

@@ -15,6 +15,11 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a) {
   const int64_t nb = packed_size(a.channels), n_bytes = a.rows * nb;
   const T* cond = static_cast<const T*>(a.logits);
   const T* uncond = static_cast<const T*>(a.uncond);
+  // The step's scalars and stream come from device memory (one broadcast load per thread).
+  const float inv_temp = a.scalars[0], gw = a.scalars[1];
+  const StepConstants constants{a.scalars[2], a.scalars[3], a.scalars[4], a.scalars[5]};
+  const bool final_step = a.scalars[6] != 0.0f;
+  const uint64_t seed = static_cast<uint64_t>(a.rng[0]), offset = static_cast<uint64_t>(a.rng[1]);
   int nan = 0;
   BLDM_FOR_EACH_BYTE(g, n_bytes) {
     const auto [row, i0, nbits] = byte_span<kAligned>(g, nb, a.channels);
@@ -24,14 +29,14 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a) {
       float u[8];
       load8(uncond, i0, nbits, u);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], u[j], a.inv_temp, a.g);
+      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], u[j], inv_temp, gw);
     } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], a.inv_temp);
+      for (int j = 0; j < 8; ++j) l[j] = guided_logit(l[j], inv_temp);
     }
     const uint8_t xb = a.xt[g];
     ByteWords w{};
-    if (!a.final_step) w = byte_words(a.seed, a.offset, i0, nbits);
+    if (!final_step) w = byte_words(seed, offset, i0, nbits);
     float prob[8];
     uint8_t out = 0;
 #pragma unroll
@@ -40,11 +45,11 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a) {
         const bool x = (xb >> j) & 1;
         const P0Pair p = p0_pair(l[j], x, a.predict_flip);
         bool bit;
-        if (a.final_step) {
+        if (final_step) {
           prob[j] = p.p0;
           bit = final_bit(l[j], x, a.predict_flip);
         } else {
-          prob[j] = posterior(p, x, a.constants);
+          prob[j] = posterior(p, x, constants);
           bit = word_to_uniform(w.word(j)) < prob[j];
         }
         out |= static_cast<uint8_t>(bit << j);
