@@ -30,16 +30,25 @@ def verify(root) -> dict:
 
 
 class PackedLatentDataset(Dataset):
-    """Map-style dataset over a packed-latent folder; opens the memmap lazily in each process.
+    """Map-style dataset over one or many packed-latent folders; opens the memmaps lazily in each process.
 
     Args:
-        root: the dataset folder (``latents.npy``, optional ``labels.npy``, ``meta.json``).
+        root: a dataset folder (``latents.npy``, optional ``labels.npy``, ``meta.json``); a list of
+            them; or a folder whose (non-hidden) subfolders are datasets, taken in name order.
+            Many folders read as one dataset, rows in order (folder 0's rows first): shards written
+            by separate ``bldm-fast encode`` jobs, each its own folder. They must agree on code
+            mode, channels, latent grid, samples per image and whether they have labels.
         verify: also check every file's sha256 against ``meta.json`` (reads all data once). Headers
             and sizes are always checked.
         sample: which of the ``K`` samples a ``"bernoulli"`` dataset returns: ``"first"`` (sample 0),
             ``"random"`` (one drawn with torch's global RNG, which DataLoader seeds per worker) or
             ``"all"`` (all ``K``). Other code modes accept only ``"first"``.
         return_labels: return ``(latents, label)`` pairs; default: when the dataset has labels.
+
+    Attributes:
+        root: the folder given (for a list, the folders' common parent); roots: the dataset
+            folders, in row order; meta: ``meta.json`` of a single folder; for many, the first
+            folder's with ``count`` the total and ``parts`` (each folder's ``root`` and ``meta``).
 
     Items (``dataset[i]``), all uint8 tensors that own their memory:
         ``(L, ceil(C/8))`` packed bits (deterministic; bernoulli with ``"first"``/``"random"``),
@@ -49,28 +58,44 @@ class PackedLatentDataset(Dataset):
         copy on the host) or :meth:`decode` / :func:`bldm_fast.unpack_bits`.
 
     ``__getitems__`` (used by DataLoader with automatic batching) reads a batch with one memmap
-    slice when its indices are contiguous (see :class:`ContiguousBatchSampler`).
+    slice per folder when its indices are contiguous (see :class:`ContiguousBatchSampler`).
 
-    The dataset pickles without its memmap (DataLoader workers with the spawn start method get
-    none) and a process that did not open the memmap itself (a forked worker) opens its own.
+    The dataset pickles without its memmaps (DataLoader workers with the spawn start method get
+    none) and a process that did not open the memmaps itself (a forked worker) opens its own.
 
     Raises:
         ValueError: ``meta.json`` missing (unfinished dataset) or invalid, a data file missing,
-            truncated or altered (naming it), ``sample`` invalid for the code mode, labels requested
-            from a dataset without labels.
+            truncated or altered (naming it), folders that disagree (naming the folder and the
+            setting), an empty list, ``sample`` invalid for the code mode, labels requested from a
+            dataset without labels.
     """
 
+    _SAME = ("code_mode", "channels", "latent_hw", "samples_per_image", "with_labels")
+
     def __init__(self, root, *, verify: bool = False, sample: str = "first", return_labels: bool | None = None):
-        self.root = os.path.abspath(os.fspath(root))
-        self.meta = verify_dataset(self.root) if verify else check_files(self.root)
-        m = self.meta
-        self.count = int(m["count"])
+        roots = _dataset_folders(root)
+        self.roots = roots
+        self.root = roots[0] if len(roots) == 1 and not isinstance(root, (list, tuple)) \
+            else (os.path.abspath(os.fspath(root)) if not isinstance(root, (list, tuple)) else os.path.commonpath(roots))
+        metas = [verify_dataset(r) if verify else check_files(r) for r in roots]
+        m = metas[0]
+        for r, other in zip(roots[1:], metas[1:]):
+            for key in self._SAME:
+                if other[key] != m[key]:
+                    raise ValueError(f"{r}: {key} = {other[key]!r} differs from {roots[0]}'s {m[key]!r}; the folders "
+                                     "of one dataset must agree")
+        counts = [int(x["count"]) for x in metas]
+        self.meta = m if len(roots) == 1 else {**m, "count": sum(counts),
+                                                "parts": [{"root": r, "meta": x} for r, x in zip(roots, metas)]}
+        self.count = sum(counts)
+        self._starts = np.cumsum([0] + counts)
         self.code_mode = m["code_mode"]
         self.channels = int(m["channels"])
         self.latent_hw = tuple(m["latent_hw"])
         self.tokens = self.latent_hw[0] * self.latent_hw[1]
         self.samples_per_image = int(m["samples_per_image"])
         self.has_labels = bool(m["with_labels"])
+        self._row_shape = tuple(m["files"][LATENTS_FILE]["shape"][1:])
         if sample not in SAMPLE_MODES:
             raise ValueError(f"sample must be one of {SAMPLE_MODES}, got {sample!r}")
         if sample != "first" and self.code_mode != "bernoulli":
@@ -81,16 +106,20 @@ class PackedLatentDataset(Dataset):
         if return_labels and not self.has_labels:
             raise ValueError(f"return_labels=True, but {self.root} has no {LABELS_FILE}")
         self.return_labels = bool(return_labels)
-        self._latents: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
+        self._parts: list | None = None  # per folder (latents, labels) memmaps
         self._pid: int | None = None  # the process that opened the memmaps
 
     # -- shapes -------------------------------------------------------------------------------
 
     @property
+    def row_shape(self) -> tuple[int, ...]:
+        """Shape of one row of ``latents.npy`` (all ``K`` samples of a bernoulli dataset)."""
+        return self._row_shape
+
+    @property
     def item_shape(self) -> tuple[int, ...]:
         """Shape of one item's latents (see the class docstring)."""
-        shape = tuple(self.meta["files"][LATENTS_FILE]["shape"][1:])
+        shape = self._row_shape
         if self.code_mode == "bernoulli" and self.sample != "all":
             shape = shape[1:]
         return shape
@@ -100,18 +129,55 @@ class PackedLatentDataset(Dataset):
 
     # -- lazy memmaps -------------------------------------------------------------------------
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _arrays(self, part: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         pid = os.getpid()
-        if self._latents is None or self._pid != pid:
-            self._latents = np.load(os.path.join(self.root, LATENTS_FILE), mmap_mode="r")
-            self._labels = np.load(os.path.join(self.root, LABELS_FILE), mmap_mode="r") if self.return_labels else None
+        if self._parts is None or self._pid != pid:
+            self._parts = [None] * len(self.roots)
             self._pid = pid
-        return self._latents, self._labels
+        if self._parts[part] is None:
+            r = self.roots[part]
+            lat = np.load(os.path.join(r, LATENTS_FILE), mmap_mode="r")
+            lab = np.load(os.path.join(r, LABELS_FILE), mmap_mode="r") if self.return_labels else None
+            self._parts[part] = (lat, lab)
+        return self._parts[part]
+
+    @property
+    def _latents(self) -> np.ndarray | None:
+        """The first folder's latents memmap once this process opened it, else None."""
+        return None if self._parts is None or self._parts[0] is None else self._parts[0][0]
+
+    @property
+    def _labels(self) -> np.ndarray | None:
+        return None if self._parts is None or self._parts[0] is None else self._parts[0][1]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_latents"] = state["_labels"] = state["_pid"] = None
+        state["_parts"] = state["_pid"] = None
         return state
+
+    def read_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``start..stop-1`` as stored (every ``K`` sample), across folders: uint8
+        ``(n, *row_shape)`` and int64 labels ``(n,)`` (None without labels), both owning their memory.
+
+        Raises:
+            ValueError: ``0 <= start <= stop <= len(self)`` does not hold.
+        """
+        if not 0 <= start <= stop <= self.count:
+            raise ValueError(f"rows {start}..{stop} outside 0..{self.count}")
+        lats, labs = [], []
+        for p in range(len(self.roots)):
+            a, b = max(start, int(self._starts[p])), min(stop, int(self._starts[p + 1]))
+            if a < b:
+                lat, _ = self._arrays(p)
+                o = int(self._starts[p])
+                lats.append(np.array(lat[a - o:b - o]))
+                if self.has_labels:
+                    labs.append(np.load(os.path.join(self.roots[p], LABELS_FILE), mmap_mode="r")[a - o:b - o])
+        lat = np.concatenate(lats) if lats else np.zeros((0, *self._row_shape), np.uint8)
+        lab = None
+        if self.has_labels:
+            lab = np.concatenate(labs).astype(np.int64) if labs else np.zeros((0,), np.int64)
+        return lat, lab
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -125,9 +191,13 @@ class PackedLatentDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {self.count}")
         return i % self.count
 
+    def _locate(self, i: int) -> tuple[int, int]:
+        p = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return p, i - int(self._starts[p])
+
     def __getitem__(self, i):
-        i = self._index(i)
-        lat, lab = self._arrays()
+        p, i = self._locate(self._index(i))
+        lat, lab = self._arrays(p)
         if self.code_mode == "bernoulli" and self.sample != "all":
             k = 0 if self.sample == "first" else int(torch.randint(self.samples_per_image, ()).item())
             row = lat[i, k]
@@ -137,7 +207,7 @@ class PackedLatentDataset(Dataset):
         return (x, int(lab[i])) if self.return_labels else x
 
     def __getitems__(self, indices) -> list:
-        """A batch of items (as ``[self[i] for i in indices]``), read with one slice when contiguous."""
+        """A batch of items (as ``[self[i] for i in indices]``), read with one slice per folder when contiguous."""
         if isinstance(indices, torch.Tensor):
             indices = indices.numpy()
         idx = np.asarray(indices)
@@ -151,7 +221,18 @@ class PackedLatentDataset(Dataset):
             raise IndexError(f"indices out of range for a dataset of {self.count}")
         if idx.size and idx.min() < 0:
             idx = np.where(idx < 0, idx + self.count, idx)
-        lat, lab = self._arrays()
+        if len(self.roots) == 1:
+            return self._part_items(0, idx)
+        parts = np.searchsorted(self._starts, idx, side="right") - 1
+        out: list = [None] * idx.size
+        for p in np.unique(parts):
+            where = np.nonzero(parts == p)[0]
+            for j, item in zip(where, self._part_items(int(p), idx[where] - self._starts[p])):
+                out[j] = item
+        return out
+
+    def _part_items(self, part: int, idx: np.ndarray) -> list:
+        lat, lab = self._arrays(part)
         n = idx.size
         contiguous = n > 0 and idx[-1] - idx[0] == n - 1 and (n == 1 or bool((np.diff(idx) == 1).all()))
         rows = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
@@ -180,8 +261,28 @@ class PackedLatentDataset(Dataset):
 
     def __repr__(self) -> str:
         h, w = self.latent_hw
-        return (f"PackedLatentDataset({self.root!r}, count={self.count}, latent={h}x{w}x{self.channels}, "
+        where = repr(self.root) if len(self.roots) == 1 else f"{self.root!r} ({len(self.roots)} folders)"
+        return (f"PackedLatentDataset({where}, count={self.count}, latent={h}x{w}x{self.channels}, "
                 f"code_mode={self.code_mode!r}, item_shape={self.item_shape}, labels={self.return_labels})")
+
+
+def _is_dataset_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "meta.json")) or os.path.isfile(os.path.join(path, LATENTS_FILE))
+
+
+def _dataset_folders(root) -> list[str]:
+    """The dataset folders ``root`` names (see :class:`PackedLatentDataset`), absolute paths."""
+    if isinstance(root, (list, tuple)):
+        if not root:
+            raise ValueError("root is an empty list; give at least one dataset folder")
+        return [os.path.abspath(os.fspath(r)) for r in root]
+    path = os.path.abspath(os.fspath(root))
+    if os.path.isdir(path) and not _is_dataset_folder(path):
+        subs = sorted(os.path.join(path, n) for n in os.listdir(path) if not n.startswith("."))
+        subs = [s for s in subs if os.path.isdir(s) and _is_dataset_folder(s)]
+        if subs:
+            return subs
+    return [path]
 
 
 class ContiguousBatchSampler(Sampler[list[int]]):
