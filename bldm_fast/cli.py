@@ -43,10 +43,16 @@ def _csv(value: str) -> list[str]:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from .bench import report
+    from .bench.sections import SECTIONS, section_runner
 
     if args.json not in (None, "-"):
         report.check_json_path(args.json)  # before the minutes of measuring
-    res = report.run_bench(
+    chosen = [name for name in SECTIONS if getattr(args, f"section_{name}")]
+    if args.no_ops and not chosen:
+        raise ValueError("--no-ops leaves nothing to measure: add a section (" +
+                         ", ".join(f"--{n.replace('_', '-')}" for n in SECTIONS) + ")")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    res = {"cases": []} if args.no_ops else report.run_bench(
         quick=args.quick,
         backends=args.backends,
         ops=args.ops,
@@ -59,7 +65,13 @@ def _run_bench(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         threads=args.threads,
     )
-    report.print_report(res, file=sys.stderr if args.json == "-" else sys.stdout)
+    if not args.no_ops:
+        report.print_report(res, file=out)
+    res["sections"] = {}
+    for name in chosen:
+        section = section_runner(name)(args.quick, args.device)
+        res["sections"][name] = section
+        print("\n" + section["table"], file=out)
     if args.json:
         report.save_json(res, args.json)
         if args.json != "-" and not args.quiet:
@@ -102,6 +114,11 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch.set_num_threads(N) for the run (default: leave torch's default; 1 is steadier on a busy machine)",
     )
+    from .bench.sections import SECTIONS
+
+    p.add_argument("--no-ops", action="store_true", help="skip the kernel tables (run only the sections asked for)")
+    for name, (_module, _fn, help_) in SECTIONS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"section_{name}", action="store_true", help=help_)
     p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar and no 'saved' line on stderr (the report is still printed)")
 

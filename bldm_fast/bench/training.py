@@ -212,3 +212,9 @@ def format_table(rows: list[dict], config: dict) -> str:
         lines.append(f"{r['path']:<58} {r['ms_per_step']:>9.1f} {r['samples_per_s']:>10.2f} "
                      f"{r['autoencoder_ms']:>8.1f} {r['autoencoder_share']:>8.0%} {r['speedup']:>8.2f}x")
     return "\n".join(lines)
+
+
+def bench_section(quick: bool, device: str) -> dict:
+    """``bldm-fast bench --train``: :func:`training_throughput` at B=8 (2 timed steps with ``quick``, else 5)."""
+    res = training_throughput(batch=8, steps=2 if quick else 5, warmup=1, device=device, progress=True)
+    return {"rows": res["rows"], "config": res["config"], "table": res["table"]}
