@@ -137,27 +137,17 @@ def stepwise_check(model, traj, seed: int, steps: int | None, temperature: float
             xt = traj[i]
             logits, uncond = call(unpack_bits(xt, C, torch.float32), t)
             off = region_offset(base, i + 1)
-            last = i + 1 == len(pairs)
-            kw = dict(seed=seed, offset=off, temperature=temperature, guidance=guidance if uncond is not None else 0.0,
-                      uncond_logits=uncond, backend="reference")
-            if last:
-                ref = sample_step(logits, xt, t, t_prev, model.schedule, **kw).packed
-                probs = None
-            else:
-                ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, return_probs=True, **kw)
+            ref, probs, _ = sample_step(logits, xt, t, t_prev, model.schedule, seed=seed, offset=off,
+                                        temperature=temperature, guidance=guidance if uncond is not None else 0.0,
+                                        uncond_logits=uncond, return_probs=True, backend="reference")
             bad = unpack_bits(ref ^ traj[i + 1], C, torch.bool)
             n_bad = int(bad.sum())
             draws += bad.numel()
             diff += n_bad
-            if n_bad and probs is not None:
-                u = philox_uniform(seed, off, bad.numel()).reshape(bad.shape)
-                in_band += int(((probs.double() - u.double()).abs()[bad] < 1e-5).sum())
-            elif n_bad:  # final threshold: the band is around 0.5 of the guided, tempered probability
-                lg = logits.double()
-                if uncond is not None:
-                    lg = (1 + guidance) * lg - guidance * uncond.double()
-                p0 = torch.sigmoid(lg / temperature)
-                in_band += int(((p0 - 0.5).abs()[bad] < 1e-5).sum())
+            if n_bad:  # a draw compares the probability with its uniform; the final threshold with 0.5
+                last = i + 1 == len(pairs)
+                u = 0.5 if last else philox_uniform(seed, off, bad.numel()).reshape(bad.shape).double()
+                in_band += int(((probs.double() - u).abs()[bad] < 1e-5).sum())
     return dict(draws=draws, differing=diff, in_guard_band=in_band)
 
 
