@@ -4,18 +4,20 @@ C++ CPU kernels always; CUDA sources (kernels/cuda/*.cu plus the torch-facing bi
 torch has CUDA and a toolkit is found. Environment switches:
   BLDM_FAST_NO_EXT=1     build no native code (the package then runs on the reference backend)
   BLDM_FAST_NO_CUDA=1    build the C++ kernels only, even where torch has CUDA
-  BLDM_FAST_CPU_ARCH     the -march of the C++ kernels (default "native": the hot loops are written
-                         for the compiler to vectorise, so a source build targets the CPU it runs
-                         on; use e.g. "x86-64-v3" for a build that runs on other machines, or
-                         "none" for the compiler's default)
+  BLDM_FAST_CPU_ARCH     unset (default): one portable binary with runtime CPU dispatch: the hot
+                         loops (kernels/cpu/isa/) are compiled for AVX-512, AVX2 and baseline x86-64
+                         and the first call picks the best path the CPU runs (kernels/cpu/dispatch.cpp;
+                         BLDM_FAST_CPU_CAPABILITY=avx2|default forces a lower one at run time).
+                         Set it to build one path with -march=VALUE instead (e.g. "native" for a
+                         binary only for this CPU, or "x86-64-v3"); the path is then called "default"
   BLDM_FAST_DEBUG=1      keep debug information (-g) and do not strip the extension (release
                          builds link with -s: 300 KB instead of 12.5 MB)
   TORCH_CUDA_ARCH_LIST   the CUDA architectures to compile for (torch's own switch)
 
 The extension uses torch's C++ symbols, so it runs only with the torch it was built against: the
 wheel requires that torch's major.minor (`torch>=X.Y,<X.(Y+1)`), and the build writes
-bldm_fast/_C_build.json (torch version, CUDA, -march) beside the extension, which bldm_fast/_native.py
-checks at import. A build without native code (BLDM_FAST_NO_EXT=1) requires any torch >= 2.6.
+bldm_fast/_C_build.json (torch version, CUDA, -march or "dispatch") beside the extension, which
+bldm_fast/_native.py checks at import. A build without native code (BLDM_FAST_NO_EXT=1) requires any torch >= 2.6.
 """
 
 import glob
@@ -25,7 +27,7 @@ import os
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CPU_ARCH = os.environ.get("BLDM_FAST_CPU_ARCH", "native")
+CPU_ARCH = os.environ.get("BLDM_FAST_CPU_ARCH", "")  # "": the dispatching build
 DEBUG = os.environ.get("BLDM_FAST_DEBUG") == "1"
 BUILD_INFO_FILE = "_C_build.json"
 REQUIRES = ["numpy>=1.26", "tqdm>=4.66", "Pillow>=10", "scikit-learn>=1.3"]
@@ -34,7 +36,7 @@ TORCH_WITHOUT_EXT = "torch>=2.6"
 # -fno-trapping-math: lets gcc if-convert the step's selects into vector blends (without it the
 # AVX2 build of the step stays scalar, 9x slower); it changes no result, only FP-exception flags.
 CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
-CXX_FLAGS += [] if CPU_ARCH == "none" else [f"-march={CPU_ARCH}"]
+CXX_FLAGS += [f"-march={CPU_ARCH}", "-DBLDM_FAST_CPU_SINGLE_PATH=1"] if CPU_ARCH else []
 CXX_FLAGS += ["-g"] if DEBUG else []
 NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false"] + (["-g"] if DEBUG else [])
 LINK_FLAGS = ["-fopenmp"] + ([] if DEBUG else ["-s"])  # -s: strip the symbol table and debug sections
@@ -78,7 +80,8 @@ def native_extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = _rel([os.path.join(ROOT, "kernels", "ops.cpp")]
-                   + glob.glob(os.path.join(ROOT, "kernels", "cpu", "*.cpp")))
+                   + glob.glob(os.path.join(ROOT, "kernels", "cpu", "*.cpp"))
+                   + glob.glob(os.path.join(ROOT, "kernels", "cpu", "isa", "*.cpp")))
     cuda_sources = _rel(glob.glob(os.path.join(ROOT, "kernels", "cuda", "*.cu"))
                         + glob.glob(os.path.join(ROOT, "kernels", "cuda", "*.cpp")))
     with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None and cuda_sources
@@ -90,7 +93,7 @@ def native_extensions():
                             extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS}, **kwargs)
     else:
         ext = CppExtension(sources=sources, extra_compile_args={"cxx": CXX_FLAGS}, **kwargs)
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda if with_cuda else None, "cpu_arch": CPU_ARCH,
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda if with_cuda else None, "cpu_arch": CPU_ARCH or "dispatch",
             "debug": DEBUG}
     build_ext = _with_build_info(BuildExtension.with_options(use_ninja=True), info)
     return [ext], {"build_ext": build_ext}, REQUIRES + [torch_requirement(torch.__version__)]

@@ -3,7 +3,8 @@ was built for, each backend's availability with the reason it is unavailable, an
 given when an op falls back to the reference because the extension is missing.
 
 ``setup.py`` writes ``_C_build.json`` beside the extension (the build's torch version, CUDA,
-``-march``, whether the binary is stripped). The extension uses torch's C++ symbols, so it loads only
+``-march`` or ``"dispatch"``, whether the binary is stripped); :func:`cpu_capability` says which CPU
+path of a dispatching build runs. The extension uses torch's C++ symbols, so it loads only
 into the torch it was built for: where the major.minor versions differ it is not loaded at all (a
 library built for another torch can crash the process instead of failing to import) and a warning
 naming both versions and the rebuild command is given at import.
@@ -101,12 +102,35 @@ def warn_fallback() -> None:
                   RuntimeWarning, stacklevel=3)
 
 
+def cpu_capability() -> tuple[str | None, list[str]]:
+    """The CPU path the C++ kernels run (kernels/cpu/dispatch.cpp) and the paths this CPU can run.
+
+    Returns:
+        ``(path, paths)``: ``path`` is ``"avx512"``, ``"avx2"`` or ``"default"`` (the best path this CPU
+        runs, or a lower one forced by ``BLDM_FAST_CPU_CAPABILITY``), ``paths`` those of this build that
+        this CPU runs, best first. ``(None, [])`` when the extension did not load or predates dispatch.
+    """
+    if not native_loaded() or not hasattr(torch.ops.bldm_fast, "cpu_capability"):
+        return None, []
+    return torch.ops.bldm_fast.cpu_capability(), list(torch.ops.bldm_fast.cpu_capabilities())
+
+
+if LOAD_ERROR is None:
+    # Choose the CPU path now, in the importing thread: a BLDM_FAST_CPU_CAPABILITY this CPU cannot run
+    # is then a Python warning at import rather than a message from the first op's worker thread.
+    cpu_capability()
+
+
 def native_info() -> dict:
     """``{"loaded": bool, "error": load_error_text(), "path": the extension file or None, "build": the
-    build record of _C_build.json or None}`` (JSON-serialisable)."""
+    build record of _C_build.json or None, "cpu_capability": the CPU path in use or None,
+    "cpu_capabilities": the paths this CPU runs, best first}`` (JSON-serialisable; see
+    :func:`cpu_capability`)."""
     spec = importlib.util.find_spec(MODULE)  # locates the file without loading it
     path = spec.origin if spec is not None else None
-    return {"loaded": native_loaded(), "error": load_error_text(), "path": path, "build": BUILD_INFO}
+    capability, capabilities = cpu_capability()
+    return {"loaded": native_loaded(), "error": load_error_text(), "path": path, "build": BUILD_INFO,
+            "cpu_capability": capability, "cpu_capabilities": capabilities}
 
 
 def _has_cuda_kernels() -> bool:

@@ -3,7 +3,8 @@ one it cannot (the real load error of the C++ extension included).
 
 Prints bldm_fast's version and location, the Python/torch/numpy/triton versions, the CPU (model,
 vector features, torch's CPU capability), the extension (loaded or why not, the torch it was built
-for, its ``-march``) and one line per backend. ``--json PATH`` (``-``: stdout) writes the same as JSON.
+for, its ``-march`` or CPU dispatch), the CPU path its kernels run and one line per backend.
+``--json PATH`` (``-``: stdout) writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def env_info() -> dict:
     Returns:
         ``{"bldm_fast": {"version", "path"}, "versions": {python, torch, numpy, triton},
         "platform", "cpu": {"model", "cores", "features", "torch_capability"},
-        "native": {"loaded", "error", "path", "build"}, "backends": {name: None | reason}}``;
-        ``build`` is the extension's build record (torch version, CUDA, ``-march``) or None.
+        "native": {"loaded", "error", "path", "build", "cpu_capability", "cpu_capabilities"},
+        "backends": {name: None | reason}}``;
+        ``build`` is the extension's build record (torch version, CUDA, ``-march`` or ``"dispatch"``) or
+        None; ``native`` also holds ``cpu_capability`` (the CPU path in use) and ``cpu_capabilities``.
     """
     import torch
 
@@ -59,13 +62,29 @@ def env_info() -> dict:
     }
 
 
+def _arch_text(cpu_arch) -> str:
+    """The build record's ``cpu_arch`` in words: ``"dispatch"`` (the portable build) or a -march."""
+    if cpu_arch == "dispatch":
+        return "CPU dispatch (avx512, avx2 and default paths, chosen at run time)"
+    return f"-march={cpu_arch}"
+
+
+def _cpu_path_text(nat: dict) -> str:
+    """The CPU path the kernels run, the paths this CPU can run, and the variable that forces one."""
+    if nat.get("cpu_capability") is None:
+        return "none (the extension did not load or predates CPU dispatch)"
+    forced = os.environ.get("BLDM_FAST_CPU_CAPABILITY")
+    how = f"BLDM_FAST_CPU_CAPABILITY={forced}" if forced else "BLDM_FAST_CPU_CAPABILITY=<path> forces a lower one"
+    return f"{nat['cpu_capability']} (this CPU runs: {', '.join(nat['cpu_capabilities'])}; {how})"
+
+
 def format_env(info: dict) -> str:
     """The report of :func:`env_info` (several lines, no trailing newline)."""
     v, cpu, nat = info["versions"], info["cpu"], info["native"]
     build = nat["build"]
     built = ("build record missing (built before bldm_fast recorded it; rebuild to record it)" if build is None else
              f"built for torch {build.get('torch')}, CUDA {build.get('cuda') or 'no'}, "
-             f"-march={build.get('cpu_arch')}{', debug (not stripped)' if build.get('debug') else ''}")
+             f"{_arch_text(build.get('cpu_arch'))}{', debug (not stripped)' if build.get('debug') else ''}")
     lines = [
         f"bldm_fast    {info['bldm_fast']['version']} at {info['bldm_fast']['path']}",
         "versions     " + ", ".join(f"{k} {val if val is not None else 'not installed'}" for k, val in v.items()),
@@ -76,6 +95,7 @@ def format_env(info: dict) -> str:
         f"{cpu['torch_capability']}",
         f"extension    {'loaded from ' + str(nat['path']) if nat['loaded'] else 'NOT LOADED: ' + str(nat['error'])}",
         f"             {built}",
+        f"cpu path     {_cpu_path_text(nat)}",
         "backends",
     ]
     for name, reason in info["backends"].items():

@@ -6,32 +6,12 @@
 #include <atomic>
 
 #include "bits_cpu.h"
-#include "bldm_fast/step_math.h"
 #include "cpu_utils.h"
 #include "op_checks.h"
 #include "philox_cpu.h"
 
 namespace bldm_fast::cpu {
 namespace {
-
-// bit[j] = bernoulli ? u[j] < sigmoid(l[j]) : l[j] > 0 (the official sigmoid(l) > 0.5); returns
-// whether any logit is NaN (the same pass: an int OR-reduction, which gcc vectorises).
-bool binarize_run(const float* __restrict l, const float* __restrict u, int64_t n, bool bernoulli,
-                  uint8_t* __restrict bit) {
-  int nan = 0;
-  if (bernoulli) {
-    for (int64_t j = 0; j < n; ++j) {
-      bit[j] = u[j] < stable_sigmoid(l[j]);
-      nan |= l[j] != l[j];
-    }
-  } else {
-    for (int64_t j = 0; j < n; ++j) {
-      bit[j] = l[j] > 0.0f;
-      nan |= l[j] != l[j];
-    }
-  }
-  return nan != 0;
-}
 
 at::Tensor binarize(const at::Tensor& logits, bool bernoulli, const at::Tensor& stream) {
   check_logits(logits, "binarize", 1, at::kCPU);
@@ -42,6 +22,7 @@ at::Tensor binarize(const at::Tensor& logits, bool bernoulli, const at::Tensor& 
   const at::Tensor lc = logits.contiguous();
   const int64_t* st = stream.data_ptr<int64_t>();
   const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
+  const KernelTable& k = kernels();
   std::atomic<bool> nan{false};
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
@@ -49,9 +30,9 @@ at::Tensor binarize(const at::Tensor& logits, bool bernoulli, const at::Tensor& 
     float* u = scratch<float, 1>(n);
     uint8_t* bit = scratch<uint8_t, 0>(n);
     load_floats(lc, i0, n, l);
-    if (bernoulli) uniform_range(s, o, i0, n, u);
-    if (binarize_run(l, u, n, bernoulli, bit)) nan = true;
-    pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
+    if (bernoulli) k.uniform_range(s, o, i0, n, u);
+    if (k.binarize_bits(l, u, n, bernoulli, bit)) nan = true;
+    k.pack_rows(bit, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
   });
   TORCH_CHECK_VALUE(!nan, kBinarizeNan);
   return packed;
@@ -68,13 +49,7 @@ at::Tensor quantize_probs(const at::Tensor& logits) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
     float* l = scratch<float, 0>(n);
     load_floats(lc, i0, n, l);
-    uint8_t* q = out.data_ptr<uint8_t>() + i0;
-    int tile_nan = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      q[j] = quantize_unit(stable_sigmoid(l[j]));
-      tile_nan |= l[j] != l[j];
-    }
-    if (tile_nan) nan = true;
+    if (kernels().quantize(l, n, out.data_ptr<uint8_t>() + i0)) nan = true;
   });
   TORCH_CHECK_VALUE(!nan, kQuantizeNan);
   return out;

@@ -4,14 +4,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 
 #include "bldm_fast/common.h"
+#include "dispatch.h"
 
 
 namespace bldm_fast::cpu {
@@ -49,40 +48,43 @@ T* scratch(int64_t n) {
   return buf.get();
 }
 
-inline float to_float(float x) { return x; }
-inline float to_float(c10::Half x) { return static_cast<float>(x); }
-inline float to_float(c10::BFloat16 x) { return static_cast<float>(x); }
+// The FloatType of a float32/float16/bfloat16/float64 tensor, for the loops of isa/.
+inline FloatType float_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FloatType::kFloat32;
+    case at::kHalf: return FloatType::kFloat16;
+    case at::kBFloat16: return FloatType::kBFloat16;
+    case at::kDouble: return FloatType::kFloat64;
+    default: TORCH_CHECK(false, "bldm_fast: no float loops for ", t);
+  }
+}
 
-}  // namespace bldm_fast::cpu
-
-namespace bldm_fast::cpu {
-
-// Runs f(scalar_t{}) for the C++ type of a float32/float16/bfloat16 tensor (logits).
-#define BLDM_DISPATCH_LOGITS(dtype, name, ...)                                   \
-  AT_DISPATCH_SWITCH(dtype, name, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)      \
-                                      AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)   \
-                                      AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+// The address of element i of contiguous t.
+inline const void* element_ptr(const at::Tensor& t, int64_t i) {
+  return static_cast<const char*>(t.const_data_ptr()) + i * t.element_size();
+}
+inline void* element_ptr(at::Tensor& t, int64_t i) {
+  return static_cast<char*>(t.mutable_data_ptr()) + i * t.element_size();
+}
 
 // l[j] = float(t[i0 + j]) for j < n, t contiguous float32/float16/bfloat16.
-inline void load_floats(const at::Tensor& t, int64_t i0, int64_t n, float* __restrict l) {
-  BLDM_DISPATCH_LOGITS(t.scalar_type(), "load_floats", [&] {
-    const scalar_t* __restrict in = t.data_ptr<scalar_t>() + i0;
-    for (int64_t j = 0; j < n; ++j) l[j] = to_float(in[j]);
-  });
+inline void load_floats(const at::Tensor& t, int64_t i0, int64_t n, float* l) {
+  kernels().load_floats(element_ptr(t, i0), float_type(t.scalar_type()), n, l);
 }
 
 // t[i0 + j] = g[j] for j < n, t contiguous float32/float16/bfloat16.
-inline void store_floats(const float* __restrict g, int64_t i0, int64_t n, at::Tensor& t) {
-  BLDM_DISPATCH_LOGITS(t.scalar_type(), "store_floats", [&] {
-    scalar_t* __restrict out = t.data_ptr<scalar_t>() + i0;
-    for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(g[j]);
-  });
+inline void store_floats(const float* g, int64_t i0, int64_t n, at::Tensor& t) {
+  kernels().store_floats(g, n, float_type(t.scalar_type()), element_ptr(t, i0));
 }
 
 // out[j] = ones[j] (0/1) in out's dtype, for j < n, starting at element `first` of out.
 inline void store_ones(const uint8_t* ones, int64_t n, at::Tensor& out, int64_t first) {
+  if (out.scalar_type() == at::kFloat) {
+    kernels().ones_to_floats(ones, n, out.mutable_data_ptr<float>() + first);
+    return;
+  }
   AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, out.scalar_type(), "store_ones", [&] {
-    scalar_t* o = out.data_ptr<scalar_t>() + first;
+    scalar_t* o = out.mutable_data_ptr<scalar_t>() + first;
     for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(ones[j]);
   });
 }

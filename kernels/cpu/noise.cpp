@@ -12,16 +12,6 @@
 namespace bldm_fast::cpu {
 namespace {
 
-// xt[j] = u[j] < (x0[j] ? thr1 : thr0), flip[j] = xt[j] ^ x0[j].
-void noise_run(const uint8_t* __restrict x0, const float* __restrict u, int64_t n, float thr1, float thr0,
-               uint8_t* __restrict xt, uint8_t* __restrict flip) {
-  for (int64_t j = 0; j < n; ++j) {
-    const uint8_t bit = u[j] < (x0[j] ? thr1 : thr0);
-    xt[j] = bit;
-    flip[j] = bit ^ x0[j];
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
     const at::Tensor& x0_packed, const at::Tensor& thresholds, int64_t channels, const at::Tensor& stream,
     std::optional<at::ScalarType> out_dtype, bool return_flip) {
@@ -38,6 +28,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
   const float* pthr = thr.data_ptr<float>();
   const int64_t* st = stream.data_ptr<int64_t>();
   const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
+  const KernelTable& k = kernels();
 
   for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
     const int64_t n = (r1 - r0) * channels, i0 = r0 * channels;
@@ -45,18 +36,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bernoulli_noise(
     uint8_t* xt = scratch<uint8_t, 1>(n);
     uint8_t* fl = scratch<uint8_t, 2>(n);
     float* u = scratch<float, 0>(n);
-    unpack_rows(px0 + r0 * nb, r1 - r0, channels, x0);
-    uniform_range(s, o, i0, n, u);
+    k.unpack_rows(px0 + r0 * nb, r1 - r0, channels, x0);
+    k.uniform_range(s, o, i0, n, u);
     // One run per sample inside the tile: the thresholds change only between samples.
     for (int64_t r = r0; r < r1;) {
       const int64_t b = r / rows_per_sample;
       const int64_t r_end = std::min(r1, (b + 1) * rows_per_sample);
       const int64_t j = (r - r0) * channels, m = (r_end - r) * channels;
-      noise_run(x0 + j, u + j, m, pthr[2 * b], pthr[2 * b + 1], xt + j, fl + j);
+      k.noise_bits(x0 + j, u + j, m, pthr[2 * b], pthr[2 * b + 1], xt + j, fl + j);
       r = r_end;
     }
-    pack_rows(xt, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
-    if (return_flip) pack_rows(fl, r1 - r0, channels, flip.data_ptr<uint8_t>() + r0 * nb);
+    k.pack_rows(xt, r1 - r0, channels, packed.data_ptr<uint8_t>() + r0 * nb);
+    if (return_flip) k.pack_rows(fl, r1 - r0, channels, flip.data_ptr<uint8_t>() + r0 * nb);
     if (out_dtype) store_ones(xt, n, unpacked, i0);
   });
   return {packed, unpacked, flip};

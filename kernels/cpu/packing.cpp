@@ -27,22 +27,14 @@ at::Tensor pack_bits(const at::Tensor& bits) {
     });
     return out;
   }
+  const KernelTable& k = kernels();
+  const FloatType type = float_type(dt);
   std::atomic<bool> bad{false};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dt, "pack_bits", [&] {
-    const scalar_t* pi = x.data_ptr<scalar_t>();
-    for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
-      const int64_t n = (r1 - r0) * channels;
-      uint8_t* ones = scratch<uint8_t, 0>(n);
-      const scalar_t* in = pi + r0 * channels;
-      int tile_bad = 0;  // an int: gcc 12 does not vectorise a bool OR-reduction
-      for (int64_t j = 0; j < n; ++j) {
-        const float v = static_cast<float>(in[j]);
-        ones[j] = v != 0.0f;
-        tile_bad |= (v != 0.0f) & (v != 1.0f);
-      }
-      if (tile_bad) bad = true;
-      pack_rows(ones, r1 - r0, channels, po + r0 * nb);
-    });
+  for_row_tiles(rows, channels, [&](int64_t r0, int64_t r1) {
+    const int64_t n = (r1 - r0) * channels;
+    uint8_t* ones = scratch<uint8_t, 0>(n);
+    if (k.floats_to_ones(element_ptr(x, r0 * channels), type, n, ones)) bad = true;
+    k.pack_rows(ones, r1 - r0, channels, po + r0 * nb);
   });
   TORCH_CHECK_VALUE(!bad, kNot01);
   return out;

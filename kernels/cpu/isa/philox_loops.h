@@ -1,16 +1,19 @@
-#include "philox_cpu.h"
+// The Philox stream over a range of flat element indices (DESIGN.md section 4), for one path:
+// included once by each of isa/avx512.cpp, avx2.cpp and baseline.cpp, which define BLDM_CPU_ISA
+// (the namespace) and BLDM_CPU_AVX512 / BLDM_CPU_AVX2 (the vector loops to compile).
+#pragma once
 
-#include <algorithm>
+#include <cstdint>
 
 #include "bldm_fast/philox.h"
-#include "cpu_utils.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(BLDM_CPU_AVX512) || defined(BLDM_CPU_AVX2)
 #include <immintrin.h>
 #endif
 
-namespace bldm_fast::cpu {
+namespace bldm_fast::cpu::BLDM_CPU_ISA {
 namespace {
+
 
 constexpr int64_t kCountersPerBlock = 256;
 
@@ -30,7 +33,7 @@ void philox_block_scalar(uint64_t seed, uint64_t first, int64_t j0, int64_t nc, 
 // counters at once with 32x32->64 multiplies of even and odd lanes (vpmuludq). Left to the
 // compiler, the same loop widens every word to 64 bits and multiplies with vpmullq: 0.65 ms
 // against 0.30 ms for 1M words on one Zen 4 core (AVX-512 build).
-#if defined(__AVX512F__)
+#if defined(BLDM_CPU_AVX512)
 constexpr int kLanes = 16;
 
 inline void mulhilo(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
@@ -99,7 +102,7 @@ void philox_block(uint64_t seed, uint64_t first, int64_t nc, uint32_t* __restric
   }
   philox_block_scalar(seed, first, j, nc, w);
 }
-#elif defined(__AVX2__)
+#elif defined(BLDM_CPU_AVX2)
 constexpr int kLanes = 8;
 
 inline void mulhilo(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
@@ -174,15 +177,13 @@ void for_word_blocks(uint64_t seed, uint64_t offset, int64_t i0, int64_t n, F&& 
   while (j0 < n) {
     const int64_t i = i0 + j0;
     const int64_t skip = i % 4;
-    const int64_t count = std::min<int64_t>(n - j0, 4 * kCountersPerBlock - skip);
+    const int64_t room = 4 * kCountersPerBlock - skip, count = n - j0 < room ? n - j0 : room;
     const int64_t nc = (skip + count + 3) / 4;
     philox_block(seed, offset + static_cast<uint64_t>(i / 4), nc, w);
     f(w + skip, j0, count);
     j0 += count;
   }
 }
-
-}  // namespace
 
 void uniform_range(uint64_t seed, uint64_t offset, int64_t i0, int64_t n, float* u) {
   for_word_blocks(seed, offset, i0, n, [&](const uint32_t* w, int64_t j0, int64_t count) {
@@ -192,8 +193,9 @@ void uniform_range(uint64_t seed, uint64_t offset, int64_t i0, int64_t n, float*
 
 void words_range(uint64_t seed, uint64_t offset, int64_t i0, int64_t n, uint32_t* out) {
   for_word_blocks(seed, offset, i0, n, [&](const uint32_t* w, int64_t j0, int64_t count) {
-    std::copy(w, w + count, out + j0);
+    for (int64_t k = 0; k < count; ++k) out[j0 + k] = w[k];
   });
 }
 
-}  // namespace bldm_fast::cpu
+}  // namespace
+}  // namespace bldm_fast::cpu::BLDM_CPU_ISA
