@@ -116,9 +116,10 @@ def cpu_capability() -> tuple[str | None, list[str]]:
 
 
 if LOAD_ERROR is None:
-    # Choose the CPU path now, in the importing thread: a BLDM_FAST_CPU_CAPABILITY this CPU cannot run
-    # is then a Python warning at import rather than a message from the first op's worker thread.
-    cpu_capability()
+    # Choose the CPU path now and say so where BLDM_FAST_CPU_CAPABILITY names a path this CPU cannot
+    # run (or none): the kernels then run the best path.
+    if cpu_capability()[0] is not None and torch.ops.bldm_fast.cpu_capability_warning():
+        warnings.warn(f"bldm_fast: {torch.ops.bldm_fast.cpu_capability_warning()}", RuntimeWarning, stacklevel=2)
 
 
 def native_info() -> dict:

@@ -1,12 +1,13 @@
 // Runtime CPU dispatch, as ATen picks its CPU capability: the default build compiles the hot loops
 // three times (isa/avx512.cpp, avx2.cpp, baseline.cpp) and the first call picks the best path the
 // CPU runs. BLDM_FAST_CPU_CAPABILITY=avx2|default (like ATEN_CPU_CAPABILITY) forces a lower path;
-// a path this CPU or build lacks, or an unknown name, gives a warning and the best path instead
-// (never an illegal instruction). The ops bldm_fast::cpu_capability() and cpu_capabilities()
-// report the choice (bldm_fast._native.native_info(), `bldm-fast env`, the bench header).
+// a path this CPU or build lacks, or an unknown name, runs the best path instead (never an illegal
+// instruction) and cpu_capability_warning() says why, which bldm_fast._native gives as a Python
+// warning at import (a TORCH_WARN here would reach stderr only). The ops bldm_fast::cpu_capability()
+// and cpu_capabilities() report the choice (bldm_fast._native.native_info(), `bldm-fast env`).
 #include "dispatch.h"
 
-#include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -52,7 +53,13 @@ std::string known_names() {
   return s;
 }
 
-const Path* choose() {
+// Why BLDM_FAST_CPU_CAPABILITY was not followed ("" when it was, or is unset).
+struct Choice {
+  const Path* path;
+  std::string warning;
+};
+
+Choice choose() {
   const Path* best = nullptr;
   for (const Path& p : kPaths) {
     if (p.runs()) {
@@ -61,31 +68,33 @@ const Path* choose() {
     }
   }
   const char* env = std::getenv(kVariable);
-  if (env == nullptr || *env == '\0') return best;
+  if (env == nullptr || *env == '\0') return {best, ""};
   std::string want(env);
   std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return std::tolower(c); });
   for (const Path& p : kPaths) {
     if (want != p.name) continue;
-    if (p.runs()) return &p;
-    TORCH_WARN(kVariable, "=", env, " asks for a path this CPU cannot run (it needs ", p.needs, "); using ",
-               best->name, " instead");
-    return best;
+    if (p.runs()) return {&p, ""};
+    return {best, c10::str(kVariable, "=", env, " asks for a path this CPU cannot run (it needs ", p.needs,
+                           "); using ", best->name, " instead")};
   }
-  TORCH_WARN(kVariable, "=", env, " is not a CPU path of this build (", known_names(),
-             "; a BLDM_FAST_CPU_ARCH build has only default); using ", best->name, " instead");
-  return best;
+  return {best, c10::str(kVariable, "=", env, " is not a CPU path of this build (", known_names(),
+                         "; a BLDM_FAST_CPU_ARCH build has only default); using ", best->name, " instead")};
 }
 
-const Path& selected() {
-  static const Path* path = choose();  // thread-safe, once per process
-  return *path;
+const Choice& chosen() {
+  static const Choice choice = choose();  // thread-safe, once per process
+  return choice;
 }
+
+const Path& selected() { return *chosen().path; }
 
 }  // namespace
 
 const KernelTable& kernels() { return *selected().table; }
 
 std::string cpu_capability() { return selected().name; }
+
+std::string cpu_capability_warning() { return chosen().warning; }
 
 std::vector<std::string> cpu_capabilities() {
   std::vector<std::string> names;
@@ -97,6 +106,7 @@ std::vector<std::string> cpu_capabilities() {
 TORCH_LIBRARY_FRAGMENT(bldm_fast, m) {
   m.def("cpu_capability() -> str", &cpu_capability);
   m.def("cpu_capabilities() -> str[]", &cpu_capabilities);
+  m.def("cpu_capability_warning() -> str", &cpu_capability_warning);
 }
 
 }  // namespace bldm_fast::cpu

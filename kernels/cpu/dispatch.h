@@ -16,6 +16,10 @@ const KernelTable& kernels();
 // build, or of a non-x86 CPU).
 std::string cpu_capability();
 
+// Why BLDM_FAST_CPU_CAPABILITY was not followed (a path this CPU cannot run, or an unknown name),
+// or "" when it was or is unset.
+std::string cpu_capability_warning();
+
 // The paths of this build that this CPU can run, best first (the last is always "default").
 std::vector<std::string> cpu_capabilities();
 
