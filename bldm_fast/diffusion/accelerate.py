@@ -17,7 +17,10 @@ import torch
 from ..ops import unpack_bits
 from ..rng import PhiloxGenerator
 from ..schedule import KINDS, BernoulliSchedule
-from .diffusion import _model_device, check_guidance, check_temperature, packed_condition, sample_loop
+from .._backends import backend_ops, resolve_backend
+from .diffusion import (FastSampler, _model_device, autocast_for, check_compute_dtype, check_guidance,
+                        check_temperature, compile_options, denoiser_call, fused_step, packed_condition, sample_loop,
+                        use_batched_guidance)
 from .grid import check_region_capacity, reserve_stream, sampling_grid
 
 _REQUIRED = ("_denoise_fn", "scheduler", "num_timesteps", "p_flip", "shape", "codebook_size", "dataset")
@@ -69,9 +72,10 @@ class AcceleratedBinaryDiffusion:
         self.schedule = match_schedule(official.scheduler, T)
         self.length = int(math.prod(official.shape))
         self.channels = int(official.codebook_size)
+        self.fast = FastSampler()
 
     def __getattr__(self, name):
-        if name == "official":  # not set yet (during construction / unpickling)
+        if name in ("official", "fast"):  # not set yet (during construction / unpickling)
             raise AttributeError(name)
         return getattr(self.official, name)
 
@@ -81,7 +85,8 @@ class AcceleratedBinaryDiffusion:
     @torch.no_grad()
     def sample(self, temp=1.0, sample_steps=None, b=5, return_all=False, label=None, mask=None, guidance=None,
                full=False, *, generator: PhiloxGenerator | None = None, seed: int | None = None,
-               backend: str = "auto", progress: bool = False, device=None) -> torch.Tensor:
+               backend: str = "auto", progress: bool = False, device=None, dtype: torch.dtype | None = None,
+               compile=False, batch_guidance: bool | None = None) -> torch.Tensor:
         """The official ``BinaryDiffusion.sample``, each step one fused op on packed bits.
 
         Same arguments and semantics as the official method: ``b`` samples of ``x_T ~ Bernoulli(0.5)``
@@ -94,7 +99,10 @@ class AcceleratedBinaryDiffusion:
         official code). Differences: ``sample_steps=None`` means ``num_timesteps`` (the official
         code fails on it); tensors live on the denoiser's device, not always ``"cuda"``; the random
         numbers come from the bldm_fast stream (keyword-only ``generator`` / ``seed``; layout as
-        :meth:`bldm_fast.BernoulliDiffusion.sample`).
+        :meth:`bldm_fast.BernoulliDiffusion.sample`). ``dtype``, ``compile`` and ``batch_guidance``
+        (keyword-only) are those of :meth:`bldm_fast.BernoulliDiffusion.sample` (``compile`` without
+        ``fullgraph``: the official denoiser is not known to trace whole; the caches live on
+        ``self.fast``); the default keeps today's bits.
 
         Returns:
             float32 0/1 ``(b, L, C)``, or with ``return_all`` ``((S + 1) * b, L, C)``: the initial
@@ -102,7 +110,9 @@ class AcceleratedBinaryDiffusion:
 
         Raises:
             ValueError: ``sample_steps`` outside ``1..num_timesteps``, ``temp`` not > 0, ``b`` < 1,
-                a malformed ``mask`` dict, logits of the wrong shape or NaN, bad seed.
+                a malformed ``mask`` dict, logits of the wrong shape or NaN, bad seed,
+                ``batch_guidance=True`` for a denoiser without ``guided_forward``.
+            TypeError: ``dtype``, ``compile`` or ``batch_guidance`` of the wrong type.
         """
         off = self.official
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
@@ -129,23 +139,38 @@ class AcceleratedBinaryDiffusion:
                 raise ValueError("mask must be a dict {'mask': (L, C), 'latent': (L, C)} like the official code's")
             m = packed_condition(mask["mask"], "mask['mask']", b, L, C, device)
             known = packed_condition(mask["latent"], "mask['latent']", b, L, C, device)
-        den = off._denoise_fn
-        use_guidance = conditional and guidance is not None
+        dtype = check_compute_dtype(dtype)
+        options = compile_options(compile, fullgraph=False)
+        use_guidance = conditional and guidance is not None and (isinstance(g, torch.Tensor) or g != 0)
+        batched = use_batched_guidance(batch_guidance, off._denoise_fn, device, use_guidance)
+        den = self.fast.denoiser(off._denoise_fn, dtype)
+        call = denoiser_call(den, conditional=conditional, guided=use_guidance, batched=batched, label_keyword=False)
+        input_dtype = torch.float32 if dtype is None else dtype
+        hint = f" (official shape {tuple(off.shape)}, codebook_size {C})"
 
         def model_fn(x_in, t):
             ts = torch.full((b,), t - 1, device=device, dtype=torch.long)
-            if not conditional:
-                return den(x_in, time_steps=ts), None
-            cond = den(x_in, label, time_steps=ts)
-            uncond = den(x_in, None, time_steps=ts) if use_guidance and g != 0 else None
-            return cond, uncond
+            with autocast_for(device, dtype):
+                return call(x_in, ts, label)
+
+        step_fn = None
+        if options is not None:
+            resolved = resolve_backend(backend, device)
+            config = (dtype, id(den), resolved, str(device), use_guidance, batched, conditional, m is not None,
+                      bool(off.p_flip))
+            compiled = self.fast.compiled_step(config, lambda: fused_step(
+                call, backend_ops(resolved), channels=C, guided=use_guidance, predict_flip=bool(off.p_flip),
+                input_dtype=input_dtype, device=device, dtype=dtype, shape_hint=hint), options)
+
+            def step_fn(x_in, xt, t, mask_, known_, scalars, stream):
+                return compiled(x_in, xt, t, label, mask_, known_, scalars, stream)
 
         s, base = reserve_stream(generator, seed, None, len(grid))
         x, traj = sample_loop(model_fn, self.schedule, grid, batch_size=b, length=L, channels=C, device=device,
                               seed=s, base=base, temperature=temp, guidance=g if use_guidance else 0.0,
                               predict_flip=bool(off.p_flip), mask=m, known=known, return_all=return_all,
-                              backend=backend, progress=progress, input_dtype=torch.float32,
-                              shape_hint=f" (official shape {tuple(off.shape)}, codebook_size {C})")
+                              backend=backend, progress=progress, input_dtype=input_dtype, shape_hint=hint,
+                              step_fn=step_fn)
         if return_all:
             return unpack_bits(traj, C, torch.float32, backend=backend).reshape(-1, L, C)
         return unpack_bits(x, C, torch.float32, backend=backend)

@@ -9,6 +9,9 @@ seed gives the same samples on every backend and for every batch size.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
 import math
 from typing import Callable
 
@@ -31,6 +34,9 @@ _HALF = BernoulliSchedule(1, "linear")
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8, torch.bool)
 
 ModelFn = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor | None]"]
+StepFn = Callable[..., "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
+#: the denoiser compute dtypes of ``sample(dtype=...)``
+COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _nbytes(channels: int) -> int:
@@ -142,7 +148,7 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
                 guidance: float = 0.0, predict_flip: bool = True, mask: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, return_all: bool = False, backend: str = "auto",
                 progress: bool = False, input_dtype: torch.dtype = torch.float32, shape_hint: str = "",
-                check_nan: bool = True):
+                check_nan: bool = True, step_fn: StepFn | None = None):
     """The fused sampling loop shared by :class:`BernoulliDiffusion`, :func:`accelerate` and
     :func:`sample_distributed`.
 
@@ -164,6 +170,11 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
         mask, known: packed uint8 ``(B, L, ceil(C/8))`` (see :func:`packed_condition`) or None.
         return_all: also return the packed trajectory.
         check_nan: read the steps' NaN flags at the end and raise; False returns them instead.
+        step_fn: instead of ``model_fn`` and the step, one callable per step (e.g. the
+            ``torch.compile``'d denoiser + step of :class:`FastSampler`):
+            ``step_fn(x_in, xt, t, mask, known, scalars, stream) -> (x_prev packed, next model input,
+            int32 (1,) NaN flag)`` with ``t`` an int64 0-d device tensor; it writes the model input
+            on every step (the last one is discarded), so one graph serves every step.
 
     Returns:
         ``(x0_packed, trajectory or None)``: uint8 ``(B, L, ceil(C/8))`` and uint8
@@ -202,12 +213,16 @@ def sample_loop(model_fn: ModelFn, schedule: BernoulliSchedule, grid: list[int],
     nan_flags = []
     try:
         for i, (t, t_prev) in enumerate(pairs):
-            logits, uncond = model_fn(x_in, t)
-            _check_outputs(logits, uncond, (B, L, C), t, shape_hint)
-            last = i + 1 == len(pairs)
-            res, nan = run_step(ops, logits, uncond if guided else None, xt, mask, known, scalars[i], streams[i + 1],
-                                predict_flip, False, None if last else input_dtype, False)
-            xt, x_in = res.packed, res.model_input
+            if step_fn is not None:
+                t_dev = torch.full((), t, dtype=torch.int64, device=device)  # a fill kernel, no host copy
+                xt, x_in, nan = step_fn(x_in, xt, t_dev, mask, known, scalars[i], streams[i + 1])
+            else:
+                logits, uncond = model_fn(x_in, t)
+                _check_outputs(logits, uncond, (B, L, C), t, shape_hint)
+                last = i + 1 == len(pairs)
+                res, nan = run_step(ops, logits, uncond if guided else None, xt, mask, known, scalars[i],
+                                    streams[i + 1], predict_flip, False, None if last else input_dtype, False)
+                xt, x_in = res.packed, res.model_input
             nan_flags.append(nan)
             if traj is not None:
                 traj[i + 1] = xt
@@ -229,6 +244,144 @@ def _model_device(module: nn.Module) -> torch.device:
     for b in module.buffers():
         return b.device
     return torch.device("cpu")
+
+
+def check_compute_dtype(dtype) -> torch.dtype | None:
+    """``None`` (the denoiser as it is) or one of :data:`COMPUTE_DTYPES`.
+
+    Raises:
+        TypeError: anything else.
+    """
+    if dtype is not None and dtype not in COMPUTE_DTYPES:
+        raise ArgumentTypeError(f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+    return dtype
+
+
+def compile_options(compile, fullgraph: bool) -> dict | None:
+    """``torch.compile`` keyword arguments of ``sample(compile=...)``: None for False; for True
+    ``{"fullgraph": fullgraph}``; a dict is used as given (``fullgraph`` defaulting as for True).
+
+    Raises:
+        TypeError: ``compile`` is neither a bool nor a dict.
+    """
+    if isinstance(compile, bool):
+        return {"fullgraph": fullgraph} if compile else None
+    if isinstance(compile, dict):
+        return {"fullgraph": fullgraph, **compile}
+    raise ArgumentTypeError(f"compile must be a bool or a dict of torch.compile options, got {type(compile).__name__}")
+
+
+def use_batched_guidance(batch_guidance, denoiser: nn.Module, device: torch.device, guided: bool) -> bool:
+    """Whether the conditional and unconditional passes run as one forward (``guided_forward``).
+
+    ``None`` (default): on CUDA when guided and the denoiser has ``guided_forward`` (on the CPU
+    the two passes are as fast as one batched pass); True: whenever guided.
+
+    Raises:
+        TypeError: ``batch_guidance`` is not None or a bool.
+        ValueError: True for a denoiser without ``guided_forward``.
+    """
+    if batch_guidance is not None and not isinstance(batch_guidance, bool):
+        raise ArgumentTypeError(f"batch_guidance must be None or a bool, got {type(batch_guidance).__name__}")
+    able = callable(getattr(denoiser, "guided_forward", None))
+    if batch_guidance and not able:
+        raise ValueError(f"batch_guidance=True needs a denoiser with guided_forward(x, label, time_steps) "
+                         f"(e.g. bldm_fast.models.BinaryTransformer), got {type(denoiser).__name__}")
+    if batch_guidance is None:
+        batch_guidance = able and device.type == "cuda"
+    return guided and batch_guidance
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` for float16/bfloat16, else a null context."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def denoiser_call(den: nn.Module, *, conditional: bool, guided: bool, batched: bool, label_keyword: bool = True):
+    """``call(x_in, ts, labels) -> (cond logits, uncond logits or None)``: the denoiser calls of one
+    step as the official loop makes them (``ts = t - 1``, int64 ``(B,)``); with ``batched`` one
+    ``den.guided_forward(x_in, labels, ts)``. ``label_keyword``: pass the label as ``label=`` (the
+    :class:`BernoulliDiffusion` contract) or positionally (the official ``_denoise_fn(x, label, ...)``)."""
+
+    def labelled(x_in, ts, label):
+        return den(x_in, label=label, time_steps=ts) if label_keyword else den(x_in, label, time_steps=ts)
+
+    def call(x_in, ts, labels):
+        if not conditional:
+            return den(x_in, time_steps=ts), None
+        if batched:
+            return den.guided_forward(x_in, labels, ts)
+        return labelled(x_in, ts, labels), (labelled(x_in, ts, None) if guided else None)
+
+    return call
+
+
+def fused_step(call, ops, *, channels: int, guided: bool, predict_flip: bool, input_dtype: torch.dtype,
+               device: torch.device, dtype: torch.dtype | None, shape_hint: str = ""):
+    """The denoiser calls and the fused step of one sampling step as one function (what
+    ``compile=True`` hands to ``torch.compile``):
+    ``step(x_in, xt, t, labels, mask, known, scalars, stream) -> (x_prev packed, next model input
+    in input_dtype, int32 (1,) NaN flag)``, ``t`` an int64 0-d tensor (so new steps never
+    recompile), the denoiser under :func:`autocast_for` ``dtype``."""
+
+    def step(x_in, xt, t, labels, mask, known, scalars, stream):
+        B, L = x_in.shape[0], x_in.shape[1]
+        with autocast_for(device, dtype):
+            logits, uncond = call(x_in, (t - 1).expand(B), labels)
+        _check_outputs(logits, uncond, (B, L, channels), "(compiled step)", shape_hint)
+        res, nan = run_step(ops, logits, uncond if guided else None, xt, mask, known, scalars, stream, predict_flip,
+                            False, input_dtype, False)
+        return res.packed, res.model_input, nan
+
+    return step
+
+
+class FastSampler:
+    """Per-sampler caches of ``sample(dtype=..., compile=...)``: the denoiser cast to a compute
+    dtype (re-made when a parameter or buffer of the original changes: a new tensor or an
+    in-place update) and the ``torch.compile``'d :func:`fused_step` of each configuration, so a
+    second call compiles nothing. Pickling or deep-copying drops the caches."""
+
+    def __init__(self):
+        self._cast: dict = {}  # dtype -> (key of the original's tensors, cast copy)
+        self._steps: dict = {}  # configuration -> compiled step
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def __deepcopy__(self, memo):
+        return FastSampler()
+
+    def denoiser(self, module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+        """``module`` itself when ``dtype`` is None or every floating tensor of it has that dtype;
+        else a cached copy with floating parameters and buffers in ``dtype`` (no gradients)."""
+        if dtype is None:
+            return module
+        floats = [x for x in itertools.chain(module.parameters(), module.buffers()) if x.is_floating_point()]
+        if all(x.dtype == dtype for x in floats):
+            return module
+        key = (id(module), tuple((id(x), x._version) for x in floats))
+        hit = self._cast.get(dtype)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        cast = copy.deepcopy(module).to(dtype).train(module.training).requires_grad_(False)
+        self._steps = {k: v for k, v in self._steps.items() if k[0] != dtype}
+        self._cast[dtype] = (key, cast)
+        return cast
+
+    def compiled_step(self, config: tuple, make: Callable[[], Callable], options: dict) -> Callable:
+        """``torch.compile(make(), **options)``, made once per ``config`` (whose first item is the
+        compute dtype) and options."""
+        key = config + (tuple(sorted((k, repr(v)) for k, v in options.items())),)
+        fn = self._steps.get(key)
+        if fn is None:
+            fn = self._steps[key] = torch.compile(make(), **options)
+        return fn
 
 
 def _first_attr(obj, names):
@@ -294,6 +447,7 @@ class BernoulliDiffusion(nn.Module):
             raise TypeError(f"input_dtype must be one of {_INPUT_DTYPES}, got {input_dtype!r}")
         self.input_dtype = input_dtype
         self.loss_defaults = dict(focal=focal, loss_final=loss_final, aux=aux, label_dropout=label_dropout)
+        self._fast = FastSampler()
         self._check_denoiser_geometry()
 
     # ------------------------------------------------------------------------------------------
@@ -406,29 +560,56 @@ class BernoulliDiffusion(nn.Module):
         return dict(batch_size=batch_size, labels=labels, grid=grid, temperature=temperature, guidance=guidance,
                     mask=mask, known=known, device=device)
 
-    def model_fn(self, labels: torch.Tensor | None, guidance: float) -> ModelFn:
+    def model_fn(self, labels: torch.Tensor | None, guidance: float, *, dtype: torch.dtype | None = None,
+                 batched: bool = False) -> ModelFn:
         """The denoiser calls of one step as the official loop makes them: ``time_steps = t - 1``;
-        ``label`` for class-conditional models; with guidance a second call with ``label=None``."""
-        den = self.denoiser
-        conditional = self.num_classes is not None
+        ``label`` for class-conditional models; with guidance a second call with ``label=None``
+        (with ``batched`` one ``guided_forward`` for both). ``dtype``: the denoiser in that compute
+        dtype (a cached cast copy, under autocast for float16/bfloat16)."""
+        guided = isinstance(guidance, torch.Tensor) or guidance != 0
+        den = self._fast.denoiser(self.denoiser, dtype)
+        call = denoiser_call(den, conditional=self.num_classes is not None, guided=guided, batched=batched)
 
-        def call(x_in: torch.Tensor, t: int):
+        def model(x_in: torch.Tensor, t: int):
             ts = torch.full((x_in.shape[0],), t - 1, dtype=torch.long, device=x_in.device)
-            if not conditional:
-                return den(x_in, time_steps=ts), None
-            cond = den(x_in, label=labels, time_steps=ts)
-            guided = isinstance(guidance, torch.Tensor) or guidance != 0
-            uncond = den(x_in, label=None, time_steps=ts) if guided else None
-            return cond, uncond
+            with autocast_for(x_in.device, dtype):
+                return call(x_in, ts, labels)
 
-        return call
+        return model
+
+    def step_fn(self, labels: torch.Tensor | None, guidance, device, *, backend: str = "auto",
+                dtype: torch.dtype | None = None, batched: bool = False, masked: bool = False,
+                options: dict | None = None) -> StepFn:
+        """The ``step_fn`` of :func:`sample_loop` for ``sample(compile=...)``: the cached
+        ``torch.compile``'d :func:`fused_step` (denoiser + fused step), called with ``labels``."""
+        guided = isinstance(guidance, torch.Tensor) or guidance != 0
+        device = torch.device(device)
+        den = self._fast.denoiser(self.denoiser, dtype)
+        resolved = resolve_backend(backend, device)
+        input_dtype = dtype if dtype is not None else self.input_dtype
+        conditional = self.num_classes is not None and labels is not None
+        config = (dtype, id(den), resolved, str(device), guided, batched, conditional, masked)
+
+        def make():
+            call = denoiser_call(den, conditional=conditional, guided=guided, batched=batched)
+            return fused_step(call, backend_ops(resolved), channels=self.channels, guided=guided,
+                              predict_flip=self.predict_flip, input_dtype=input_dtype, device=device, dtype=dtype,
+                              shape_hint=self._shape_hint())
+
+        compiled = self._fast.compiled_step(config, make, options or {})
+
+        def step(x_in, xt, t, mask, known, scalars, stream):
+            return compiled(x_in, xt, t, labels, mask, known, scalars, stream)
+
+        return step
 
     @torch.no_grad()
     def sample(self, batch_size: int | None = None, labels=None, steps: int | None = None, temperature: float = 1.0,
                guidance: float | None = None, mask: torch.Tensor | None = None, known: torch.Tensor | None = None,
                return_all: bool = False, generator: PhiloxGenerator | None = None, seed: int | None = None,
                backend: str = "auto", progress: bool = True, device=None, *, offset: int | None = None,
-               distributed: bool = False, group=None) -> torch.Tensor:
+               distributed: bool = False, group=None, dtype: torch.dtype | None = None, compile=False,
+               batch_guidance: bool | None = None) -> torch.Tensor:
         """Sample packed latents with the official loop, every step one fused op.
 
         The initial ``x_T`` is Bernoulli(0.5) (``u < 0.5``); for each step ``t -> t_prev`` of the
@@ -461,6 +642,20 @@ class BernoulliDiffusion(nn.Module):
             device: device of the sampling tensors (default: the denoiser's).
             distributed: sample under ``torch.distributed`` (see :func:`sample_distributed`);
                 ``group`` is its process group.
+            dtype: denoiser compute dtype: None (default) runs the denoiser as it is (a float32
+                model keeps its bits exactly); ``torch.bfloat16`` / ``torch.float16`` run a cached
+                copy cast to that dtype under ``torch.autocast`` and write the model input in it
+                (the step still computes in float32; samples differ from float32 where a logit's
+                rounding moves a draw); ``torch.float32`` casts a half-precision model up.
+            compile: True (or a dict of ``torch.compile`` options) compiles the denoiser calls and
+                the fused step of a step as one function (``fullgraph=True`` for a
+                :class:`~bldm_fast.models.BinaryTransformer`), cached on this object: a second call
+                with the same configuration compiles nothing; ``t``, seed, temperature, guidance,
+                labels and the step count never recompile. The first call pays the compilation.
+            batch_guidance: run the conditional and unconditional passes as one forward of twice
+                the batch (``denoiser.guided_forward``: the missing class token masked out of the
+                attention, equal to the two passes within float rounding); None (default): on
+                CUDA where the denoiser has ``guided_forward``, else two passes.
 
         Returns:
             uint8 ``(B, L, ceil(C/8))`` packed ``x_0`` (``bf.unpack_bits(x, C)`` gives ``(B, L, C)``),
@@ -472,9 +667,16 @@ class BernoulliDiffusion(nn.Module):
                 range or of the wrong shape; ``guidance`` without a class-conditional model or without
                 labels; ``steps`` outside ``1..T``; ``temperature`` not > 0; mask/known alone or of
                 the wrong shape; the denoiser returning logits of the wrong shape (a latent shape
-                the model was not built for); NaN logits; bad seed/offset.
-            TypeError: mask/known or logits of an unsupported dtype.
+                the model was not built for); NaN logits; bad seed/offset; ``batch_guidance=True``
+                for a denoiser without ``guided_forward``; dtype/compile/batch_guidance with
+                ``distributed``.
+            TypeError: mask/known or logits of an unsupported dtype; ``dtype`` not a compute dtype;
+                ``compile`` not a bool or dict; ``batch_guidance`` not a bool.
         """
+        dtype = check_compute_dtype(dtype)
+        options = compile_options(compile, fullgraph=type(self.denoiser).__name__ == "BinaryTransformer")
+        if distributed and (dtype is not None or options is not None or batch_guidance):
+            raise ValueError("dtype, compile and batch_guidance are not supported with distributed=True")
         if distributed:
             from .distributed import sample_distributed
 
@@ -483,11 +685,18 @@ class BernoulliDiffusion(nn.Module):
                                       generator=generator, seed=seed, offset=offset, backend=backend,
                                       progress=progress, device=device, group=group)
         a = self.prepare_sampling(batch_size, labels, steps, temperature, guidance, mask, known, device)
+        g = a["guidance"]
+        batched = use_batched_guidance(batch_guidance, self.denoiser, a["device"],
+                                       isinstance(g, torch.Tensor) or g != 0)
+        step_fn = None if options is None else self.step_fn(
+            a["labels"], g, a["device"], backend=backend, dtype=dtype, batched=batched,
+            masked=a["mask"] is not None, options=options)
         seed, base = reserve_stream(generator, seed, offset, len(a["grid"]))
-        x, traj = sample_loop(self.model_fn(a["labels"], a["guidance"]), self.schedule, a["grid"],
+        x, traj = sample_loop(self.model_fn(a["labels"], g, dtype=dtype, batched=batched), self.schedule, a["grid"],
                               batch_size=a["batch_size"], length=self.length, channels=self.channels,
                               device=a["device"], seed=seed, base=base, temperature=a["temperature"],
                               guidance=a["guidance"], predict_flip=self.predict_flip, mask=a["mask"],
                               known=a["known"], return_all=return_all, backend=backend, progress=progress,
-                              input_dtype=self.input_dtype, shape_hint=self._shape_hint())
+                              input_dtype=self.input_dtype if dtype is None else dtype,
+                              shape_hint=self._shape_hint(), step_fn=step_fn)
         return traj if return_all else x

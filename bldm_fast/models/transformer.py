@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .._checks import check_tensor_range
 from .layers import TIME_RESCALE, Block, TimeToken, sincos_pos_embed_2d
@@ -198,3 +199,57 @@ class BinaryTransformer(nn.Module):
             tokens.append(self.cls_embedding(label if self.num_classes is not None else label.to(w.dtype)).unsqueeze(1))
         h = self.blocks(self.drop(torch.cat(tokens, 1)))
         return self.head(self.ln_f(h[:, : x.shape[1], :]))
+
+    def guided_forward(self, x: torch.Tensor, label: torch.Tensor, time_steps: torch.Tensor,
+                       *, sample_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional and the unconditional logits of classifier-free guidance in one forward
+        of ``2B`` sequences: ``(forward(x, label, t), forward(x, None, t))`` within float rounding.
+
+        The unconditional sequence of the official model is one token shorter (no class token);
+        here both halves carry ``L + 2`` tokens and the unconditional half's class token (zeros) is
+        masked out of every attention as a key, so its other tokens attend to exactly the ``L + 1``
+        tokens of the official unconditional call (LayerNorm, MLP and head act per token).
+
+        Args:
+            x: ``(B, L, C)`` 0/1 latents. label: ``(B,)`` int64 classes or ``(B, cond_dim)``
+                float vectors. time_steps: ``t - 1``, as :meth:`forward`.
+
+        Returns:
+            ``(cond, uncond)``, each logits ``(B, L, C)`` in the parameters' dtype.
+
+        Raises:
+            ValueError: an unconditional model, ``label`` None, or bad inputs as :meth:`forward`.
+            TypeError: ``x`` is not a tensor.
+        """
+        if not self.conditional:
+            raise ValueError("guided_forward needs a conditional model (num_classes or cond_dim set)")
+        if label is None:
+            raise ValueError("guided_forward needs a label (the conditional half); the unconditional half has none")
+        time_steps = self._check_inputs(x, label, time_steps)
+        B, L = x.shape[0], x.shape[1]
+        w = self.tok_emb.weight
+        h = ((x.to(w.dtype) - 0.5) * 2.0) @ w + self.pos_emb[:, :L, :]
+        time = self.time_step_embedding(self.time_input(time_steps, sample_steps))
+        cls = self.cls_embedding(label if self.num_classes is not None else label.to(w.dtype)).unsqueeze(1)
+        cond = torch.cat((h, time, cls), 1)
+        uncond = torch.cat((h, time, torch.zeros_like(cls)), 1)
+        seq = self.drop(torch.cat((cond, uncond), 0))  # (2B, L + 2, n_embd)
+        keep = torch.ones(2 * B, 1, 1, L + 2, dtype=torch.bool, device=x.device)
+        keep[B:, ..., L + 1] = False  # the unconditional half has no class token
+        for block in self.blocks:
+            seq = _masked_block(block, seq, keep)
+        logits = self.head(self.ln_f(seq[:, :L, :]))
+        return logits[:B], logits[B:]
+
+
+def _masked_block(block, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` (a :class:`~bldm_fast.models.layers.Block`) with the attention keys limited to
+    ``keep`` (bool, broadcast to ``(B, heads, L, L)``); the same operations as ``Block.forward`` and
+    ``Attention.forward`` otherwise."""
+    attn = block.attn
+    B, L, C = x.shape
+    qkv = attn.qkv(block.ln1(x)).reshape(B, L, 3, attn.num_heads, C // attn.num_heads).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keep)  # (B, H, L, D)
+    y = attn.proj_drop(attn.proj(y.transpose(1, 2).reshape(B, L, C)))
+    x = x + block.drop_path(block.gamma_1 * y)
+    return x + block.drop_path(block.gamma_2 * block.mlp(block.ln2(x)))
