@@ -6,7 +6,10 @@ eager chain and ``torch.compile`` of it, and the achieved bandwidth (bytes that 
 as a share of a measured device-to-device copy. On a GPU each row also gives its GPU-busy time
 (torch.profiler: kernels, copies and memsets alone), which separates the kernels from per-call
 host overhead and read-backs. Noising is also compared with the bare Philox
-kernel (``philox_uniform``) over the same number of words.
+kernel (``philox_uniform``) over the same number of words, and ``philox_uniform`` with
+``torch.rand``; each kernel's floor and its ratio to it come from gpu_floors.py. A whole 64-step
+sampling loop with the small official denoiser (n_embd 128, 2 layers, B = 16) is timed eager, as
+a replayed CUDA graph and as the official sampler.
 
 Writes ``gpu_bench.json`` and ``gpu_bench.md`` under ``--out`` after every case (a run cut short
 keeps what it measured) and prints the compact table last. A row whose call raises records the
@@ -25,6 +28,7 @@ import time
 import torch
 
 import bldm_fast as bf
+import gpu_floors
 from bldm_fast.bench import baselines as bl
 
 C, L, T = 64, 256, 256
@@ -166,7 +170,69 @@ def loss_rows(device, bench, n: int, dtype) -> list[dict]:
     return rows
 
 
-def cases(device, bench, sizes: list[int], compile_ok: bool):
+def binarize_rows(device, bench, n: int) -> list[dict]:
+    """The autoencoder-side ops: binarize (threshold and Bernoulli draw) and quantize_probs."""
+    logits = torch.randn(n // C, C, device=device)
+    rows = []
+    for be in gpu_backends():
+        for mode in ("deterministic", "bernoulli"):
+            rows.append(measured(bench, lambda be=be, mode=mode: bf.binarize(logits, mode, seed=1, backend=be),
+                                 4 * n + n // 8, f"{be} binarize {mode}"))
+        rows.append(measured(bench, lambda be=be: bf.quantize_probs(logits, backend=be), 5 * n,
+                             f"{be} quantize_probs"))
+    return rows
+
+
+LOOP_BATCH, LOOP_STEPS = 16, 64
+
+
+def loop_rows(device, bench, batch: int, steps: int) -> list[dict]:
+    """A whole sampling loop with the small official denoiser (unconditional, T = 64): bldm_fast's
+    eager loop, the same loop captured once in a CUDA graph and replayed (GPU only), and the
+    official sampler (bldm_fast.bench.official_sampler) with the same weights."""
+    from bldm_fast.bench.end_to_end import ARCHS
+    from bldm_fast.bench.official_sampler import OfficialSampler
+    from bldm_fast.diffusion.diffusion import sample_loop
+    from bldm_fast.diffusion.grid import sampling_grid
+
+    torch.manual_seed(0)
+    den = bf.models.BinaryTransformer(C, latent_size=16, total_steps=64, **ARCHS["small"]).to(device).eval()
+    model = bf.BernoulliDiffusion(den, 64, "linear", latent_shape=(16, 16), channels=C)
+    official = OfficialSampler(den, num_timesteps=64, kind="linear", latent_hw=(16, 16), codebook_size=C,
+                               dataset="churches").to(device)
+    moved = 2 * batch * L * C // 8
+
+    def loop():
+        return sample_loop(model.model_fn(None, 0.0), model.schedule, sampling_grid(64, steps), batch_size=batch,
+                           length=L, channels=C, device=device, seed=1, base=0, check_nan=False)
+
+    rows = [measured(bench, lambda: model.sample(batch, steps=steps, seed=1, progress=False), moved,
+                     "bldm_fast sample() eager")]
+    if device.type == "cuda":
+        def graph_row():
+            with torch.no_grad():
+                loop()
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    loop()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    loop()
+            return graph.replay
+
+        try:
+            replay = graph_row()
+            rows.append(measured(bench, replay, moved, "bldm_fast loop CUDA graph"))
+        except Exception as exc:  # noqa: BLE001  (a failed capture is a result, not the end of the run)
+            rows.append(dict(impl="bldm_fast loop CUDA graph", seconds=None, bytes=moved,
+                             error=f"{type(exc).__name__}: {str(exc)[:300]}"))
+    rows.append(measured(bench, lambda: official.sample(1.0, steps, batch), moved, "official sampler"))
+    return rows
+
+
+def cases(device, bench, sizes: list[int], compile_ok: bool, loop: tuple[int, int] = (LOOP_BATCH, LOOP_STEPS)):
     """(name, thunk) per benchmark case, in the order they run; each thunk returns its rows."""
     for n in sizes:
         for dtype in (torch.float32, torch.bfloat16):
@@ -174,9 +240,15 @@ def cases(device, bench, sizes: list[int], compile_ok: bool):
                 name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
                 yield name, lambda n=n, dtype=dtype, guided=guided: step_rows(device, bench, n, dtype, guided, compile_ok)
         yield f"noise N={n:,}", lambda n=n: noise_rows(device, bench, n)
+        yield f"{gpu_floors.RAND_CASE} N={n:,}", lambda n=n: gpu_floors.philox_vs_rand_rows(device, bench, n, measured,
+                                                                                          gpu_backends())
         for dtype in (torch.float32, torch.bfloat16):
             yield f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}", lambda n=n, dtype=dtype: loss_rows(device, bench, n, dtype)
         yield f"pack/unpack N={n:,}", lambda n=n: pack_rows(device, bench, n)
+        yield f"binarize/quantize_probs N={n:,}", lambda n=n: binarize_rows(device, bench, n)
+    batch, steps = loop
+    yield (f"sampling loop {steps} steps, small denoiser, B={batch} N={batch * L * C:,}",
+           lambda: loop_rows(device, bench, batch, steps))
 
 
 def run(args, save) -> dict:
@@ -190,7 +262,8 @@ def run(args, save) -> dict:
         device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         torch=torch.__version__, cuda=torch.version.cuda, triton=_triton_version(), bldm_fast=bf.__version__,
         python=platform.python_version()), copy_bytes_per_s=copy, cases=[], skipped=[])
-    for name, thunk in cases(device, bench, sizes, not args.no_compile):
+    loop = (1, 4) if args.smoke else (LOOP_BATCH, LOOP_STEPS)
+    for name, thunk in cases(device, bench, sizes, not args.no_compile, loop):
         if args.deadline and time.perf_counter() - start > args.deadline:
             result["skipped"].append(name)
             continue
@@ -236,7 +309,8 @@ def table(result: dict) -> str:
                          f" | {100 * r['share_of_copy']:.0f}% | {vs_eager} | {vs_comp} |")
     if result["skipped"]:
         lines += ["", "not measured (past --deadline): " + ", ".join(result["skipped"])]
-    return "\n".join(lines + ["", "targets (issue 3/4): " + "; ".join(targets(result))])
+    return "\n".join(lines + ["", "targets (issue 3/4): " + "; ".join(targets(result)), "",
+                              gpu_floors.floors_table(result)])
 
 
 def targets(result: dict) -> list[str]:
