@@ -16,7 +16,7 @@ void philox_fill(at::Tensor& out, const at::Tensor& stream) {
   const int64_t* st = stream.data_ptr<int64_t>();
   const auto s = static_cast<uint64_t>(st[kSeed]), o = static_cast<uint64_t>(st[kOffset]);
   const int64_t n = out.numel();
-  at::parallel_for(0, (n + kTileElems - 1) / kTileElems, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, (n + kTileElems - 1) / kTileElems, grain_tiles(kTileElems), [&](int64_t t0, int64_t t1) {
     const int64_t i0 = t0 * kTileElems, count = std::min(n, t1 * kTileElems) - i0;
     if (dt == at::kFloat) {
       uniform_range(s, o, i0, count, out.data_ptr<float>() + i0);
