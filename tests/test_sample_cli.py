@@ -102,7 +102,7 @@ def test_sample_bundled_outputs(bundled_run):
     assert sorted(os.listdir(out)) == ["codes.npy", "grid.png", "images", "sample.json"] and no_partial(bundled_run)
     codes = np.load(out / "codes.npy")
     ae, diff, _ = load_bundled()
-    want = diff.sample(batch_size=6, steps=int(STEPS), seed=3, progress=False)
+    want = diff.sample(labels=torch.arange(6) % 10, steps=int(STEPS), seed=3, progress=False)  # --labels cycle
     assert codes.dtype == np.uint8 and codes.shape == (6, 16, 4) and np.array_equal(codes, want.numpy())
     names, images = pngs(out)
     assert names == [f"{i:05d}.png" for i in range(6)]
@@ -115,9 +115,13 @@ def test_sample_bundled_outputs(bundled_run):
     assert grid.shape == (16 + 4, 6 * 18 + 2, 3)
     assert np.array_equal(grid[2:18, 2 + 18 * 5:18 + 18 * 5, 0], images[5])
     meta = json.loads((out / "sample.json").read_text())
-    assert meta["seed"] == 3 and meta["steps"] == 4 and meta["grid"] == [32, 21, 11, 1] and meta["labels"] is None
+    assert meta["seed"] == 3 and meta["steps"] == 4 and meta["grid"] == [32, 21, 11, 1] and meta["labels"] == [0, 1, 2, 3, 4, 5]
     assert meta["model"]["source"] == "bundled" and all(len(f["sha256"]) == 64 for f in meta["model"]["files"])
     assert meta["versions"]["torch"] == torch.__version__
+    from bldm_fast.quality import quality_report
+
+    want_quality = quality_report(torch.from_numpy(np.stack(images))[:, None].float() / 255)
+    assert meta["quality"]["samples"] == want_quality["samples"]
 
 
 def test_decode_of_sample_codes_gives_sample_pngs(bundled_run):
@@ -212,7 +216,7 @@ def test_sample_bad_input_is_one_line(official_runs, tmp_path):
         (["--temperature", 0], "--temperature"),
         (["--backend", "bogus"], "--backend 'bogus'"),
         (["--device", "cuda"], "CUDA is not available"),
-        (["--labels", "3"], "--labels: this sampler is unconditional"),
+        (["--labels", "10"], "--labels: 10 is not a class of this sampler"),
         (["--n-head", 4], "apply to official checkpoints"),
     ]
     for extra, why in cases:

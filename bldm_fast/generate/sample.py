@@ -43,8 +43,8 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="logits are divided by it (default 1.0)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance g (needs --labels)")
     p.add_argument("--labels", default=None,
-                   help="class-conditional samplers: one label for all, or one per sample (comma-separated); "
-                        "'none' for unconditional samples")
+                   help="class-conditional samplers: one label for all, one per sample (comma-separated), 'cycle' "
+                        "(the classes in turn: 0, 1, ..., the default) or 'none' for unconditional samples")
     p.add_argument("--seed", type=int, default=0, help="Philox seed of the sampling stream (default 0)")
     p.add_argument("--backend", default="auto", help="bldm_fast backend of the sampling step (default auto)")
     p.add_argument("--fix-time-scale", action="store_true",
@@ -68,14 +68,13 @@ def _labels(spec: str | None, diffusion, num: int):
         raise ValueError("text-conditional (official laion, cond_dim) samplers need text embeddings; bldm-fast sample "
                          "does not support them")
     if spec is None:
-        if conditional:
-            raise ValueError(f"--labels is required for this class-conditional sampler ({diffusion.num_classes} "
-                             "classes): e.g. --labels 3, --labels 0,1,2,... (one per sample) or --labels none")
-        return None
+        spec = "cycle" if conditional else "none"
     if spec.strip().lower() == "none":
         return None
     if not conditional:
         raise ValueError("--labels: this sampler is unconditional")
+    if spec.strip().lower() == "cycle":
+        return torch.arange(num, dtype=torch.long) % diffusion.num_classes
     try:
         values = [int(v) for v in spec.split(",")]
     except ValueError:
@@ -226,6 +225,10 @@ def run_sample(args: argparse.Namespace) -> int:
             }
             if ranks.rank == 0:
                 pixels = torch.cat([parts[j] for j in sorted(parts)])
+                if models.source == "bundled":  # the digits classifier scores what the bundled model draws
+                    from ..quality import quality_report
+
+                    record["quality"] = quality_report(pixels.float() / 255)
                 np.save(out.path("codes.npy"), codes.numpy())
                 write_images(out.tmp, pixels, range(args.num), args.num, nrow=args.nrow, padding=args.padding,
                              upscale=args.upscale, progress=progress)
@@ -246,6 +249,10 @@ def run_sample(args: argparse.Namespace) -> int:
                   f"{backend_used}, seed {args.seed}) into {out.out}: codes.npy, images/*.png, grid.png, sample.json "
                   f"({t_sample:.2f} s sampling, {t_decode:.2f} s decoding)",
                   file=sys.stderr if args.json == "-" else sys.stdout)
+            if "quality" in record:
+                from ..quality import format_quality
+
+                print("\n".join(format_quality(record["quality"])), file=sys.stderr if args.json == "-" else sys.stdout)
         if args.json:
             write_json(summary, args.json)
     return 0
