@@ -98,5 +98,6 @@ def native_summary(native: dict) -> str:
     build = native["build"]
     if build is None:
         return "bldm_fast._C loaded (no build record: built before bldm_fast wrote _C_build.json)"
-    return (f"bldm_fast._C built for torch {build.get('torch')}, -march={build.get('cpu_arch')}, "
+    arch = "CPU dispatch" if build.get("cpu_arch") == "dispatch" else f"-march={build.get('cpu_arch')}"
+    return (f"bldm_fast._C built for torch {build.get('torch')}, {arch}, cpu path {native.get('cpu_capability')}, "
             f"CUDA {build.get('cuda') or 'no'}{', debug build' if build.get('debug') else ''}")
