@@ -15,6 +15,12 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "train": ("training", "bench_section",
               "training throughput from a packed dataset against the official online recipe (encoder + "
               "torch.bernoulli + loss), with the autoencoder's share (minutes on a CPU)"),
+    "inloop": ("inloop", "bench_section",
+               "the step in a loop (after a denoiser forward / a cache flush) at B=1..64 beside the warm time, and "
+               "the per-step time outside the denoiser in a real sample() against the official loop"),
+    "end_to_end": ("end_to_end", "bench_section",
+                   "end-to-end images/s of accelerate() (eager, compile, compile+bf16) against the official sampler "
+                   "with the same weights, and the bits bf16 changes (minutes: compiles)"),
 }
 
 
