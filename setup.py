@@ -93,8 +93,8 @@ def native_extensions():
                             extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS}, **kwargs)
     else:
         ext = CppExtension(sources=sources, extra_compile_args={"cxx": CXX_FLAGS}, **kwargs)
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda if with_cuda else None, "cpu_arch": CPU_ARCH or "dispatch",
-            "debug": DEBUG}
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda if with_cuda else None,
+            "cpu_arch": CPU_ARCH or "dispatch", "debug": DEBUG}
     build_ext = _with_build_info(BuildExtension.with_options(use_ninja=True), info)
     return [ext], {"build_ext": build_ext}, REQUIRES + [torch_requirement(torch.__version__)]
 

@@ -62,16 +62,18 @@ _STEP_PLAIN = "a.uncond = nullptr; a.mask = nullptr; a.known = nullptr; a.probs 
 _STEP_GUIDED = ("__builtin_assume(a.uncond != nullptr); a.mask = nullptr; a.known = nullptr; a.probs = nullptr; "
                 "a.unpacked = nullptr;")
 CUDA_VARIANTS = [
-    ("step", "float32", "step.cu", "StepArgs a", f"{_STEP_PLAIN} a.final_step = false; step_kernel<float, true>(a);", 8, 1),
+    ("step", "float32", "step.cu", "StepArgs a", f"{_STEP_PLAIN} a.final_step = false; step_kernel<float, true>(a);",
+     8, 1),
     ("step", "float32 +guidance", "step.cu", "StepArgs a",
      f"{_STEP_GUIDED} a.final_step = false; step_kernel<float, true>(a);", 8, 1),
     ("step", "bfloat16", "step.cu", "StepArgs a",
      f"{_STEP_PLAIN} a.final_step = false; step_kernel<__nv_bfloat16, true>(a);", 8, 1),
     ("step", "bfloat16 +guidance", "step.cu", "StepArgs a",
      f"{_STEP_GUIDED} a.final_step = false; step_kernel<__nv_bfloat16, true>(a);", 8, 1),
-    ("step", "float32 final", "step.cu", "StepArgs a", f"{_STEP_PLAIN} a.final_step = true; step_kernel<float, true>(a);",
+    ("step", "float32 final", "step.cu", "StepArgs a",
+     f"{_STEP_PLAIN} a.final_step = true; step_kernel<float, true>(a);", 8, 1),
+    ("noise", "packed", "noise.cu", "NoiseArgs a", "a.unpacked = nullptr; a.flip = nullptr; noise_kernel<true>(a);",
      8, 1),
-    ("noise", "packed", "noise.cu", "NoiseArgs a", "a.unpacked = nullptr; a.flip = nullptr; noise_kernel<true>(a);", 8, 1),
     ("noise", "packed +flip", "noise.cu", "NoiseArgs a",
      "a.unpacked = nullptr; __builtin_assume(a.flip != nullptr); noise_kernel<true>(a);", 8, 2),
     ("philox", "uniform float32", "philox.cu", "void* out, int64_t n, uint64_t seed, uint64_t offset",

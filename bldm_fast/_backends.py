@@ -107,8 +107,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "cuda" and device.type != "cuda":
         raise ValueError(f"backend 'cuda' runs on CUDA tensors, got tensors on {device}")
     if backend == "triton" and device.type != ("cpu" if triton_interpreting() else "cuda"):
-        raise ValueError(f"backend 'triton' runs on {'CPU tensors (interpreter)' if triton_interpreting() else 'CUDA tensors'}, "
-                         f"got tensors on {device}")
+        where = "CPU tensors (interpreter)" if triton_interpreting() else "CUDA tensors"
+        raise ValueError(f"backend 'triton' runs on {where}, got tensors on {device}")
     return backend
 
 

@@ -153,7 +153,8 @@ for _name, _module, _help in (
     ("train-denoiser", "train.cli", "train a BLD denoiser on a packed-latent dataset (official recipe, DDP, resume)"),
     ("export-official", "train.export", "write a bldm_fast training run as official-layout checkpoint files"),
     ("env", "envinfo", "print the install: versions, CPU features, and each backend with why it is unavailable"),
-    ("export", "data.export", "export a packed-latent dataset as Hugging Face Parquet, WebDataset tar or MosaicML MDS shards"),
+    ("export", "data.export",
+     "export a packed-latent dataset as Hugging Face Parquet, WebDataset tar or MosaicML MDS shards"),
     ("convert-pipeline", "pipelines.convert",
      "write the bundled model, official files or a train-denoiser run as a diffusers pipeline folder"),
 ):

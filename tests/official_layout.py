@@ -162,5 +162,6 @@ def write_sampler_run(log_dir, den, ae, step: int = 40, *, kind: str = "linear",
     torch.save(binarydiffusion_state_dict(ema_den if ema_den is not None else den, emb, kind), ema_file)
     if log:
         write_log(log_dir, sampler_hparams(ae, den, p_flip=p_flip, beta_type=kind, **hparams),
-                  "Setting up training for bld", [f"Saving bld to bld_{step}.th", f"Saving bld_ema to bld_ema_{step}.th"])
+                  "Setting up training for bld",
+                  [f"Saving bld to bld_{step}.th", f"Saving bld_ema to bld_ema_{step}.th"])
     return ema_file

@@ -23,7 +23,8 @@ def _cuda_include() -> pathlib.Path | None:
     """The CUDA toolkit's include folder (nvcc may be a wrapper script outside the toolkit)."""
     if NVCC is None:
         return None
-    roots = [cpp_ext.CUDA_HOME, pathlib.Path(NVCC).resolve().parents[1], *sorted(pathlib.Path("/usr/local").glob("cuda*"))]
+    roots = [cpp_ext.CUDA_HOME, pathlib.Path(NVCC).resolve().parents[1],
+             *sorted(pathlib.Path("/usr/local").glob("cuda*"))]
     for root in roots:
         if root and (pathlib.Path(root) / "include" / "cuda_runtime_api.h").exists():
             return pathlib.Path(root) / "include"

@@ -519,11 +519,12 @@ def test_resume_after_sigkill(tmp_path):
     ref_dir, out_dir = tmp_path / "reference", tmp_path / "killed"
 
     def child(out, slow: float, gated: bool) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(script), writer_module.__file__, str(out), str(slow), str(int(gated))],
+        return subprocess.Popen([sys.executable, str(script), writer_module.__file__, str(out), str(slow),
+                                 str(int(gated))],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
 
-    ref = subprocess.run([sys.executable, str(script), writer_module.__file__, str(ref_dir), "0", "0"], capture_output=True,
-                         timeout=120)
+    ref = subprocess.run([sys.executable, str(script), writer_module.__file__, str(ref_dir), "0", "0"],
+                         capture_output=True, timeout=120)
     assert ref.returncode == 0 and ref.stdout.endswith(b"done\n"), ref.stderr.decode()
 
     rng = random.Random(20240611)  # the same kill schedule every run
@@ -573,8 +574,8 @@ def test_resume_after_sigkill(tmp_path):
         else:
             assert not after_rename and _check_committed_rows(out_dir) == 13
 
-    fin = subprocess.run([sys.executable, str(script), writer_module.__file__, str(out_dir), "0", "0"], capture_output=True,
-                         timeout=120)
+    fin = subprocess.run([sys.executable, str(script), writer_module.__file__, str(out_dir), "0", "0"],
+                         capture_output=True, timeout=120)
     assert fin.returncode == 0 and fin.stdout.endswith(b"done\n"), fin.stderr.decode()
 
     assert sorted(os.listdir(out_dir)) == ["labels.npy", "latents.npy", "meta.json"]

@@ -8,7 +8,6 @@ that wrote them are the oracle for logits, codes and images.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -195,7 +194,8 @@ def test_a_log_of_another_model_is_refused(runs, tmp_path):
     folder = tmp_path / "run"
     ol.write_sampler_run(folder, runs["den"], runs["ae"], log=False)
     ol.write_log(folder, ol.sampler_hparams(runs["ae"], runs["den"], bert_n_emb=256), "another run")
-    with pytest.raises(ValueError, match=r"does not describe .*bert_n_emb = 256 there, but the weights have n_embd = 128"):
+    with pytest.raises(ValueError,
+                       match=r"does not describe .*bert_n_emb = 256 there, but the weights have n_embd = 128"):
         load_official(folder)
 
 

@@ -178,7 +178,8 @@ def test_backend_boundary_checks_other_ops(table, op):
     logits = torch.randn(2, 3, 10, device=dev)
     calls = {
         "noise_thr": (ValueError, "thresholds must have shape",
-                      lambda: ops.bernoulli_noise(x0, torch.rand(3, 2, device=dev), 10, _stream(1, 2, dev), None, False)),
+                      lambda: ops.bernoulli_noise(x0, torch.rand(3, 2, device=dev), 10, _stream(1, 2, dev), None,
+                                                  False)),
         "noise_stream": (ValueError, "stream must be",
                          lambda: ops.bernoulli_noise(x0, torch.rand(2, 2, device=dev), 10,
                                                      torch.zeros(1, dtype=torch.int64, device=dev), None, False)),

@@ -7,7 +7,6 @@ itself for the pixels, the torchvision grid layout (derived in this file) for gr
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -115,7 +114,8 @@ def test_sample_bundled_outputs(bundled_run):
     assert grid.shape == (16 + 4, 6 * 18 + 2, 3)
     assert np.array_equal(grid[2:18, 2 + 18 * 5:18 + 18 * 5, 0], images[5])
     meta = json.loads((out / "sample.json").read_text())
-    assert meta["seed"] == 3 and meta["steps"] == 4 and meta["grid"] == [32, 21, 11, 1] and meta["labels"] == [0, 1, 2, 3, 4, 5]
+    assert meta["seed"] == 3 and meta["steps"] == 4 and meta["grid"] == [32, 21, 11, 1]
+    assert meta["labels"] == [0, 1, 2, 3, 4, 5]
     assert meta["model"]["source"] == "bundled" and all(len(f["sha256"]) == 64 for f in meta["model"]["files"])
     assert meta["versions"]["torch"] == torch.__version__
     from bldm_fast.quality import quality_report
@@ -143,8 +143,8 @@ def test_codes_do_not_depend_on_the_batch_size(bundled_run, tmp_path):
 @pytest.mark.slow
 def test_torchrun_equals_one_process(bundled_run, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29533, "-m",
-           "bldm_fast", "sample", "--out", tmp_path / "tr", "--num-samples", 6, "--batch-size", 4, "--steps", STEPS, "--seed",
-           3, "--no-progress"]
+           "bldm_fast", "sample", "--out", tmp_path / "tr", "--num-samples", 6, "--batch-size", 4, "--steps", STEPS,
+           "--seed", 3, "--no-progress"]
     res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     for name in ("codes.npy", "grid.png", "sample.json"):

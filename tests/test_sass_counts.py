@@ -50,8 +50,10 @@ def _rows(run):
 def test_table_has_every_kernel_variant(run):
     proc, tmp = run
     rows = _rows(run)
-    variants = {("step", v) for v in ("float32", "float32 +guidance", "bfloat16", "bfloat16 +guidance", "float32 final")}
-    variants |= {("noise", "packed"), ("noise", "packed +flip"), ("philox", "uniform float32"), ("philox", "words int64")}
+    variants = {("step", v)
+                for v in ("float32", "float32 +guidance", "bfloat16", "bfloat16 +guidance", "float32 final")}
+    variants |= {("noise", "packed"), ("noise", "packed +flip"), ("philox", "uniform float32"),
+                 ("philox", "words int64")}
     assert set(rows) == {(op, v, be) for op, v in variants for be in ("cuda", "triton")}
     table = (tmp / "t.md").read_text()
     assert table == proc.stdout and "release 13" in table

@@ -76,7 +76,8 @@ class PackedLatentDataset(Dataset):
         roots = _dataset_folders(root)
         self.roots = roots
         self.root = roots[0] if len(roots) == 1 and not isinstance(root, (list, tuple)) \
-            else (os.path.abspath(os.fspath(root)) if not isinstance(root, (list, tuple)) else os.path.commonpath(roots))
+            else (os.path.abspath(os.fspath(root)) if not isinstance(root, (list, tuple))
+                  else os.path.commonpath(roots))
         metas = [verify_dataset(r) if verify else check_files(r) for r in roots]
         m = metas[0]
         for r, other in zip(roots[1:], metas[1:]):

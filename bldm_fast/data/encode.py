@@ -252,8 +252,9 @@ def encode_folder(images, out, autoencoder=None, *, code_mode: str, samples_per_
     Raises:
         ValueError: a bad argument, no usable image, unusable images under ``strict``, ``out``
             holds a dataset of another configuration, an unreadable checkpoint, or NaN code logits
-            (raised before the chunk holding them is written; earlier chunks stay committed). TypeError: ``autoencoder`` is neither a
-            module nor a path. FileNotFoundError: the folder or checkpoint is missing.
+            (raised before the chunk holding them is written; earlier chunks stay committed).
+        TypeError: ``autoencoder`` is neither a module nor a path.
+        FileNotFoundError: the folder or checkpoint is missing.
         RuntimeError: an image changed after the scan; under ``distributed``, any rank's failure
             (raised on every rank), or no initialised process group.
     """
@@ -382,9 +383,10 @@ def encode_folder(images, out, autoencoder=None, *, code_mode: str, samples_per_
 
             if torch.isnan(logits).any():
                 bad = sorted({b0 + int(i) for i in torch.isnan(logits).flatten(1).any(1).nonzero().flatten()})
-                raise ValueError(f"the autoencoder produced NaN code logits for {len(bad)} image(s) of rows {b0}..{b1 - 1} "
-                                 f"(first: {scan.files[bad[0]].path!r}); its weights or inputs are broken. Nothing of "
-                                 f"chunk {start // chunk_rows} (rows {start}..{end - 1}) was written")
+                raise ValueError(f"the autoencoder produced NaN code logits for {len(bad)} image(s) of rows "
+                                 f"{b0}..{b1 - 1} (first: {scan.files[bad[0]].path!r}); its weights or inputs are "
+                                 f"broken. Nothing of chunk {start // chunk_rows} (rows {start}..{end - 1}) was "
+                                 "written")
             t = time.perf_counter()
             if code_mode == "deterministic":
                 codes = binarize(logits, "deterministic", backend=backend)

@@ -42,8 +42,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("bldm_fast.data needs Pillow: pip install Pillow") from exc
 
-__all__ = ["CHANNEL_STEPS", "center_crop", "load_image", "load_rgb", "official_transform", "resize_shorter", "to_channels",
-           "to_tensor"]
+__all__ = ["CHANNEL_STEPS", "center_crop", "load_image", "load_rgb", "official_transform", "resize_shorter",
+           "to_channels", "to_tensor"]
 
 #: how ``to_channels`` converts an image, per channel count (recorded in datasets' meta.json)
 CHANNEL_STEPS = {3: "convert('RGB')",

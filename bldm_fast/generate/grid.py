@@ -75,7 +75,8 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
     grid = images.new_full((c, rows * cell_h + padding, cols * cell_w + padding), fill)
     for k in range(n):
         y, x = divmod(k, cols)
-        grid[:, y * cell_h + padding:y * cell_h + padding + h, x * cell_w + padding:x * cell_w + padding + w] = images[k]
+        top, left = y * cell_h + padding, x * cell_w + padding
+        grid[:, top:top + h, left:left + w] = images[k]
     return grid
 
 

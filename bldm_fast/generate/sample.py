@@ -111,8 +111,8 @@ def sample_codes(diffusion, *, num: int, batch_size: int, steps: int | None, tem
     s, base = reserve_stream(None, seed, 0, len(a["grid"]))
     L, C = diffusion.length, diffusion.channels
     if (L * C) % 4 and (batch_size < num or world > 1):
-        raise ValueError(f"--batch-size {batch_size} < --num {num} (or torchrun) needs L * C % 4 == 0 so that each batch "
-                         f"starts on a Philox counter; got L * C = {L * C}: pass --batch-size {num}")
+        raise ValueError(f"--batch-size {batch_size} < --num {num} (or torchrun) needs L * C % 4 == 0 so that each "
+                         f"batch starts on a Philox counter; got L * C = {L * C}: pass --batch-size {num}")
     b0, n = batch_slice(num, world, rank)
     parts = []
     starts = range(b0, b0 + n, batch_size)

@@ -305,7 +305,8 @@ class _Settings:
                           UserWarning, stacklevel=3)
 
 
-def _hparam_sources(path, file: str, log, hparams, hparams_source: str) -> tuple[list[tuple[dict, str]], str | None, dict]:
+def _hparam_sources(path, file: str, log, hparams,
+                    hparams_source: str) -> tuple[list[tuple[dict, str]], str | None, dict]:
     """``(sources, log file or None, its hparams)``: the run's log.txt first, then ``hparams``."""
     sources, log_file, log_hp = [], None, {}
     if log is not False:
@@ -436,8 +437,8 @@ def load_official(path, *, map_location="cpu", ema: bool = True, kind: str | Non
     else:
         raise ValueError(f"{file!r} is neither an autoencoder nor a sampler checkpoint (first keys: {_first(sd)})")
     if kind is not None and kind != found:
-        raise ValueError(f"{file!r} is a{'n' if found[0] == 'a' else ''} {found} checkpoint, not a{'n' if kind[0] == 'a' else ''} "
-                         f"{kind} one")
+        raise ValueError(f"{file!r} is a{'n' if found[0] == 'a' else ''} {found} checkpoint, "
+                         f"not a{'n' if kind[0] == 'a' else ''} {kind} one")
     info["kind"] = found
     sources, info["log"], info["hparams"] = _hparam_sources(path, file, log, hparams, hparams_source)
     st = _Settings(file, {k: v for k, v in overrides.items() if v is not None}, sources, int(bool(info["hparams"])))

@@ -67,8 +67,9 @@ def _beta_type(info: dict) -> dict:
     logged = info["hparams"].get("beta_type")
     if logged in KINDS:
         return {"value": logged, "source": info["log"], "hparam": "beta_type"}
-    raise ValueError(f"the schedule is not stored in {info['file']!r} (no scheduler tables) and no official log.txt "
-                     "gives it (official --beta_type): pass the sampler file the official code saved, or its log folder")
+    raise ValueError(f"the schedule is not stored in {info['file']!r} (no scheduler tables) and no official "
+                     "log.txt gives it (official --beta_type): pass the sampler file the official code saved, or its "
+                     "log folder")
 
 
 def check_codebook(embedding_weight: torch.Tensor, autoencoder: BinaryAutoencoder, sampler_file: str,
@@ -144,9 +145,9 @@ def load_official_models(sampler=None, autoencoder=None, *, ema: bool = True, st
         out.settings["autoencoder"] = ae.official_info["settings"]
         if out.diffusion is not None:
             if ae.codebook_size != out.diffusion.channels:
-                raise ValueError(f"the sampler {out.files['sampler']!r} has {out.diffusion.channels} code channels, the "
-                                 f"autoencoder {out.files['autoencoder']!r} {ae.codebook_size}: they do not belong "
-                                 "together")
+                raise ValueError(f"the sampler {out.files['sampler']!r} has {out.diffusion.channels} code "
+                                 f"channels, the autoencoder {out.files['autoencoder']!r} {ae.codebook_size}: they do "
+                                 "not belong together")
             if out.embedding_weight is not None:
                 check_codebook(out.embedding_weight, ae, out.files["sampler"], out.files["autoencoder"])
     return out

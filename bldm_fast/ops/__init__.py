@@ -8,4 +8,5 @@ from .philox import philox_uniform, philox_words
 from .results import NoiseResult, StepResult
 from .step import sample_step
 
-__all__ = ["NoiseResult", "StepResult", "bernoulli_noise", "binarize", "flip_bce_loss", "pack_bits", "quantize_probs", "philox_uniform", "philox_words", "sample_step", "unpack_bits"]
+__all__ = ["NoiseResult", "StepResult", "bernoulli_noise", "binarize", "flip_bce_loss", "pack_bits", "quantize_probs",
+           "philox_uniform", "philox_words", "sample_step", "unpack_bits"]

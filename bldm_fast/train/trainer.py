@@ -161,7 +161,8 @@ def train_denoiser(dataset, out, config: TrainConfig | None = None, *, autoencod
 
     Returns:
         dict: ``run``, ``rank``, ``world_size``, ``step`` (last step), ``steps_run`` (this call),
-        ``resumed_from`` (a step or None), ``elapsed_s``, ``summary`` (the one-line summary), ``records`` (this call's metrics).
+        ``resumed_from`` (a step or None), ``elapsed_s``, ``summary`` (the one-line summary),
+        ``records`` (this call's metrics).
 
     Raises:
         ValueError: bad settings; an unfinished or corrupt dataset; a channel count other than

@@ -40,7 +40,8 @@ def philox_fill_(out: torch.Tensor, stream: torch.Tensor) -> None:
 
 @torch.library.custom_op(f"{NAMESPACE}::bernoulli_noise", mutates_args=())
 def bernoulli_noise(x0_packed: torch.Tensor, thresholds: torch.Tensor, channels: int, stream: torch.Tensor,
-                    out_dtype: Optional[torch.dtype], return_flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    out_dtype: Optional[torch.dtype],
+                    return_flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     checks.check_noise(x0_packed, thresholds, channels, stream, None)
     packed, unpacked, flip = noise.bernoulli_noise(x0_packed, thresholds, channels, stream, out_dtype, return_flip)
     return packed, _empty(packed) if unpacked is None else unpacked, _empty(packed) if flip is None else flip

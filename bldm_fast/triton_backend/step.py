@@ -1,8 +1,9 @@
 """sample_step as one Triton kernel: logits (+ uncond) and packed x_t read once, packed
 x_{t_prev} (+ probabilities, + next model input) written once, each byte as two halves of 4 bits
 (``tiles.half_tile``). The math is DESIGN.md section 5 in the operation order of
-kernels/include/bldm_fast/step_math.h, so a GPU run rounds like the C++ kernels: the same Cephes exp, IEEE division (``div_rn``; Triton's ``/`` is approximate) and
-no fused multiply-add (launched with ``enable_fp_fusion=False``)."""
+kernels/include/bldm_fast/step_math.h, so a GPU run rounds like the C++ kernels: the same Cephes exp,
+IEEE division (``div_rn``; Triton's ``/`` is approximate) and no fused multiply-add (launched with
+``enable_fp_fusion=False``)."""
 
 import torch
 import triton
@@ -17,8 +18,8 @@ from .tiles import bits_view, half_tile, pack_tile, store_bits, unpack_tile
 @triton.jit
 def _step_half(logits_ptr, uncond_ptr, probs_ptr, unpacked_ptr, o_byte, m_byte, xt_byte, mask_byte, known_byte, C,
                NB, inv_temp, g, k_prev, b_prev, qh, ql, final, seed_lo, seed_hi, off_lo, off_hi, H: tl.constexpr,
-               ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr, PREDICT_FLIP: tl.constexpr, STORE_PROBS: tl.constexpr, STORE_UNPACKED: tl.constexpr,
-               ONE: tl.constexpr):
+               ALIGNED: tl.constexpr, GUIDED: tl.constexpr, MASKED: tl.constexpr, PREDICT_FLIP: tl.constexpr,
+               STORE_PROBS: tl.constexpr, STORE_UNPACKED: tl.constexpr, ONE: tl.constexpr):
     """Bits ``4H .. 4H+3`` of each byte: ``(their packed bits [BLOCK] uint8, NaN count)``."""
     o_bit, o_elem, m_elem = half_tile(o_byte, m_byte, C, NB, H, ALIGNED)
     cond = tl.load(logits_ptr + o_elem, mask=m_elem, other=0.0).to(tl.float32)  # [4, BLOCK]
