@@ -10,7 +10,6 @@ rounding those tables to float32 reproduces the official float32 buffers exactly
   linear: ``beta_i = 1 - 1/(T - i + 1)``, ``k`` and ``b`` by the official recursion
   ``k_i = k_{i-1} beta_i``, ``b_i = beta_i b_{i-1} + (1 - beta_i)/2``;
   cos / sigmoid: ``k`` from the closed form, ``b = (1 - k)/2``, ``beta_i = k_i / k_{i-1}``;
-* q(x_t = 1 | x_0) = k[t] x_0 + b[t];
 * one reverse step from t to t_prev (the official loop body):
   logits / temperature, guidance ``(1 + g) cond - g uncond``, sigmoid, the p_flip rewrite
   ``p0 = x_t (1 - p) + (1 - x_t) p``; for t_prev > 0 the posterior
@@ -86,19 +85,6 @@ def keep_product(beta64, t: int, t_prev: int) -> float:
     for s in range(t, t_prev, -1):
         B *= float(beta64[s])
     return B
-
-
-# ----------------------------------------------------------------------------------------
-# forward process
-# ----------------------------------------------------------------------------------------
-def q_prob(x0, t, k64, b64):
-    """q(x_t = 1 | x_0) = k[t] x0 + b[t]; t broadcastable against x0 along the leading axis."""
-    x0 = np.asarray(x0, dtype=np.float64)
-    t = np.asarray(t)
-    shape = (-1,) + (1,) * (x0.ndim - 1) if t.ndim else ()
-    k = np.asarray(k64)[t].reshape(shape)
-    b = np.asarray(b64)[t].reshape(shape)
-    return k * x0 + b
 
 
 # ----------------------------------------------------------------------------------------

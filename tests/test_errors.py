@@ -1,6 +1,6 @@
 """Every bad input raises a clear exception naming the argument, on every backend.
 
-API.md: dtype problems -> TypeError; everything else -> ValueError; each message names the
+README (API): dtype problems -> TypeError; everything else -> ValueError; each message names the
 argument ("logits", "xt_packed", "t", "t_prev", "temperature", "uncond_logits", "mask", "known",
 "seed", "offset", "channels", "x0_packed", ...). "meta" tensors stand in for a second device.
 NaN logits must raise ValueError mentioning NaN rather than turn silently into bits.

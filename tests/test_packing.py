@@ -1,6 +1,6 @@
 """pack_bits / unpack_bits: bit-exact against numpy.packbits / unpackbits(bitorder="little").
 
-Contract (DESIGN.md section 2, API.md): packed is uint8 (..., ceil(C/8)), LSB first (bit j of
+Contract (DESIGN.md section 2): packed is uint8 (..., ceil(C/8)), LSB first (bit j of
 byte k = channel 8k + j), padding bits 0; bool/uint8 inputs count any nonzero as 1, float
 inputs hold exactly 0/1; any ndim >= 1, non-contiguous and empty inputs allowed.
 """

@@ -60,16 +60,6 @@ cudaError_t with_logits_type(DType dt, Launch&& launch) {
   return cudaGetLastError();
 }
 
-__device__ __forceinline__ float load_float(const void* p, DType dt, int64_t i) {
-  switch (dt) {
-    case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    case DType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DType::kF64: return static_cast<float>(static_cast<const double*>(p)[i]);
-    case DType::kF32: return static_cast<const float*>(p)[i];
-    default: return static_cast<float>(static_cast<const uint8_t*>(p)[i]);
-  }
-}
-
 // out[i] = bit (0/1) in dtype dt.
 __device__ __forceinline__ void store_bit(void* p, DType dt, int64_t i, bool bit) {
   switch (dt) {
