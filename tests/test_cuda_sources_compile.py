@@ -41,6 +41,7 @@ def test_cu_file_compiles_for_sm90(source, tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_cuda_include() is None, reason="no CUDA toolkit headers: the CUDA binding cannot be checked here")
 def test_cuda_binding_compiles(tmp_path):
     stub = tmp_path / "c10" / "cuda" / "impl"

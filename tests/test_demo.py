@@ -48,6 +48,7 @@ def test_assets_small_and_documented():
         assert curve[-1] < curve[0]
 
 
+@pytest.mark.slow
 def test_bundled_weights_reconstruct_builtin_images(bundled):
     ae, _, meta = bundled
     images, _ = load_digit_images(meta["data"]["image_size"])
@@ -62,6 +63,7 @@ def _generate(model, ae, seed, n=8, backend="auto"):
     return decode_codes(ae, codes)
 
 
+@pytest.mark.slow
 def test_generated_images_not_blank_not_constant_and_vary_with_seed(bundled):
     ae, model, _ = bundled
     a = _generate(model, ae, seed=0)
@@ -105,6 +107,7 @@ def test_demo_result_fields(tmp_path):
     assert "speed-up" in format_table(res)
 
 
+@pytest.mark.slow
 def test_train_runs_and_writes_loadable_weights(tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_train_arguments(p)
@@ -121,6 +124,7 @@ def test_train_runs_and_writes_loadable_weights(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == sorted([bundle.AE_FILE, bundle.DENOISER_FILE, bundle.META_FILE])
 
 
+@pytest.mark.slow
 def test_train_cli_default_out_is_the_working_directory(tmp_path):
     proc = _cli(["train", "--ae-steps", "1", "--denoiser-steps", "1", "--unconditional", "-q"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -129,6 +133,7 @@ def test_train_cli_default_out_is_the_working_directory(tmp_path):
     assert model.num_classes is None and meta["training"]["label_dropout"] == 0.0
 
 
+@pytest.mark.slow
 def test_train_is_deterministic(tmp_path):
     kw = dict(ae_steps=2, denoiser_steps=2, progress=False)
     train(str(tmp_path / "a"), **kw)

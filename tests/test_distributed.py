@@ -86,6 +86,7 @@ def rank_results(tmp_path_factory):
     return _spawn(tmp_path_factory.mktemp("dist"))
 
 
+@pytest.mark.slow
 def test_gathered_equals_single_process(rank_results):
     d, dc, _ = _models()
     ref = {
@@ -104,6 +105,7 @@ def test_gathered_equals_single_process(rank_results):
     assert torch.equal(rank_results[0]["no_seed"], rank_results[1]["no_seed"])  # rank 0's seed everywhere
 
 
+@pytest.mark.slow
 def test_distributed_errors(rank_results):
     for res in rank_results:
         errs = res["errors"]

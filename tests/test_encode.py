@@ -438,6 +438,7 @@ def _worker(rank: int, world: int, init_method: str, folder: str, ckpt: str, out
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_equals_single_process(tmp_path, folder, ckpt):
     import torch.distributed as dist
 

@@ -187,6 +187,7 @@ def test_sample_and_decode_official_files(official_runs, tmp_path):
     assert images[0].shape == (16, 16, 3)
 
 
+@pytest.mark.slow
 def test_official_sampler_without_log_needs_the_settings(official_runs, tmp_path):
     lone = tmp_path / "bld_ema_40.th"
     lone.write_bytes((official_runs["root"] / "bld" / "saved_models" / "bld_ema_40.th").read_bytes())
@@ -200,6 +201,7 @@ def test_official_sampler_without_log_needs_the_settings(official_runs, tmp_path
            "--denoiser-sample-steps", 8, "--p-flip", "--num", 2, "--steps", 2, "-q"))
 
 
+@pytest.mark.slow
 def test_sample_bad_input_is_one_line(official_runs, tmp_path):
     r = official_runs["root"]
     (tmp_path / "empty_dir").mkdir()
@@ -248,6 +250,7 @@ def test_decode_bad_input_is_one_line(bundled_run, official_runs, tmp_path):
     assert not (tmp_path / "o").exists() and no_partial(tmp_path)
 
 
+@pytest.mark.slow
 def test_encode_inspect_decode_tour_with_the_bundled_autoencoder(tmp_path):
     rng = np.random.RandomState(0)
     (tmp_path / "imgs").mkdir()

@@ -27,7 +27,8 @@ def _triton_ptxas() -> bool:
         return False
 
 
-pytestmark = [pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed: no CUDA SASS here"),
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed: no CUDA SASS here"),
               pytest.mark.skipif(not _triton_ptxas(), reason="needs the triton package with its CUDA backend")]
 
 LOGIT_BITS = {"float32": 32, "bfloat16": 16}

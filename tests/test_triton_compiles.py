@@ -25,6 +25,7 @@ def _ptxas_available() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _ptxas_available(), reason="needs the triton package with its CUDA backend (ptxas)")
 def test_triton_kernels_compile_for_sm90(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_CACHE_DIR": str(tmp_path)}
