@@ -62,28 +62,29 @@ _STEP_PLAIN = "a.uncond = nullptr; a.mask = nullptr; a.known = nullptr; a.probs 
 _STEP_GUIDED = ("__builtin_assume(a.uncond != nullptr); a.mask = nullptr; a.known = nullptr; a.probs = nullptr; "
                 "a.unpacked = nullptr;")
 CUDA_VARIANTS = [
-    ("step", "float32", "step.cu", "StepArgs a", f"{_STEP_PLAIN} a.final_step = false; step_kernel<float, true>(a);",
+    ("step", "float32", "step.cu", "StepArgs a", f"{_STEP_PLAIN} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<float, true>(a);",
      8, 1),
     ("step", "float32 +guidance", "step.cu", "StepArgs a",
-     f"{_STEP_GUIDED} a.final_step = false; step_kernel<float, true>(a);", 8, 1),
+     f"{_STEP_GUIDED} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<float, true>(a);", 8, 1),
     ("step", "bfloat16", "step.cu", "StepArgs a",
-     f"{_STEP_PLAIN} a.final_step = false; step_kernel<__nv_bfloat16, true>(a);", 8, 1),
+     f"{_STEP_PLAIN} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<__nv_bfloat16, true>(a);", 8, 1),
     ("step", "bfloat16 +guidance", "step.cu", "StepArgs a",
-     f"{_STEP_GUIDED} a.final_step = false; step_kernel<__nv_bfloat16, true>(a);", 8, 1),
+     f"{_STEP_GUIDED} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<__nv_bfloat16, true>(a);", 8, 1),
     ("step", "float32 final", "step.cu", "StepArgs a",
-     f"{_STEP_PLAIN} a.final_step = true; step_kernel<float, true>(a);", 8, 1),
+     f"{_STEP_PLAIN} __builtin_assume(a.scalars[6] != 0.0f); step_kernel<float, true>(a);", 8, 1),
     ("noise", "packed", "noise.cu", "NoiseArgs a", "a.unpacked = nullptr; a.flip = nullptr; noise_kernel<true>(a);",
      8, 1),
     ("noise", "packed +flip", "noise.cu", "NoiseArgs a",
      "a.unpacked = nullptr; __builtin_assume(a.flip != nullptr); noise_kernel<true>(a);", 8, 2),
-    ("philox", "uniform float32", "philox.cu", "void* out, int64_t n, uint64_t seed, uint64_t offset",
-     "fill_kernel(out, true, n, seed, offset);", 4, 4),
-    ("philox", "words int64", "philox.cu", "void* out, int64_t n, uint64_t seed, uint64_t offset",
-     "fill_kernel(out, false, n, seed, offset);", 4, 4),
+    ("philox", "uniform float32", "philox.cu", "void* out, int64_t n, const int64_t* rng",
+     "fill_kernel(out, true, n, rng);", 4, 4),
+    ("philox", "words int64", "philox.cu", "void* out, int64_t n, const int64_t* rng",
+     "fill_kernel(out, false, n, rng);", 4, 4),
 ]
 REAL_SOURCES = ["step.cu", "noise.cu", "philox.cu"]
 
-# Triton variants: (op, variant, the bldm_fast call, run in the worker with C = 64 (aligned)).
+# Triton variants: (op, variant, the bldm_fast call, run in the worker with C = 64 (aligned)). The Triton step reads
+# the final-step flag from its scalars tensor at run time, so the final step is the same kernel: no row of its own.
 TRITON_VARIANTS = [
     ("step", "float32", "bf.sample_step(lg32, xt, 9, 4, sched, seed=1, backend='triton')"),
     ("step", "float32 +guidance", "bf.sample_step(lg32, xt, 9, 4, sched, seed=1, guidance=1.5, uncond_logits=lg32, "
@@ -91,7 +92,6 @@ TRITON_VARIANTS = [
     ("step", "bfloat16", "bf.sample_step(lg16, xt, 9, 4, sched, seed=1, backend='triton')"),
     ("step", "bfloat16 +guidance", "bf.sample_step(lg16, xt, 9, 4, sched, seed=1, guidance=1.5, uncond_logits=lg16, "
                                    "backend='triton')"),
-    ("step", "float32 final", "bf.sample_step(lg32, xt, 1, 0, sched, seed=1, backend='triton')"),
     ("noise", "packed", "bf.bernoulli_noise(xt, t, sched, 64, seed=1, backend='triton')"),
     ("noise", "packed +flip", "bf.bernoulli_noise(xt, t, sched, 64, seed=1, out_dtype=None, return_flip=True, "
                               "backend='triton')"),
@@ -261,9 +261,12 @@ def _is_store(text: str) -> bool:
     return opcode(text).startswith(("STG", "ST.E"))
 
 
-def hot_path(insns: list[tuple[int, str]], looped: bool) -> list[str]:
+def hot_path(insns: list[tuple[int, str]], looped: bool, longest: bool = False) -> list[str]:
     """The instructions of the hot path (see the module docstring): one pass through the
-    outermost natural loop when ``looped``, else entry to EXIT."""
+    outermost natural loop when ``looped``, else entry to EXIT. Among the paths with the most
+    stores the shortest, or with ``longest`` the longest (the Triton step, whose two branches both
+    store every byte: the final-step threshold, taken once per run, and the posterior draw of
+    every other step)."""
     blocks, succ = basic_blocks(insns)
     dom = _dominators(succ)
     back = [(u, h) for u in dom for h in succ[u] if h in dom and h in dom[u]]
@@ -298,7 +301,7 @@ def hot_path(insns: list[tuple[int, str]], looped: bool) -> list[str]:
         options = [(here[0] + r[0], here[1] + r[1], [b] + r[2]) for s in dag[b] if (r := visit(s)) is not None]
         if b in ends:
             options.append((here[0], here[1], [b]))
-        best[b] = max(options, key=lambda o: (o[0], -o[1])) if options else None
+        best[b] = max(options, key=lambda o: (o[0], o[1] if longest else -o[1])) if options else None
         return best[b]
 
     sys.setrecursionlimit(max(10000, 4 * len(blocks)))
@@ -475,7 +478,7 @@ def triton_rows(work: pathlib.Path, parts: int = 2) -> list[dict]:
         if len(funcs) != 1:
             raise SassError(f"triton {m['op']} {m['variant']}: {len(funcs)} functions in its cubin")
         (name, insns), = funcs.items()
-        c = counts(hot_path(insns, looped=False))
+        c = counts(hot_path(insns, looped=False, longest=m["op"] == "step"))
         per_thread = m["block"] * TRITON_UNIT[m["kernel"]] // (32 * m["num_warps"])
         rows.append(dict(op=m["op"], variant=m["variant"], backend="triton", regs=res[name]["REG"],
                          elements=per_thread, **c))
