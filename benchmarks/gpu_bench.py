@@ -238,12 +238,14 @@ def cases(device, bench, sizes: list[int], compile_ok: bool, loop: tuple[int, in
         for dtype in (torch.float32, torch.bfloat16):
             for guided in (False, True):
                 name = f"step {str(dtype)[6:]}{' +guidance' if guided else ''} N={n:,}"
-                yield name, lambda n=n, dtype=dtype, guided=guided: step_rows(device, bench, n, dtype, guided, compile_ok)
+                yield name, (lambda n=n, dtype=dtype, guided=guided:
+                             step_rows(device, bench, n, dtype, guided, compile_ok))
         yield f"noise N={n:,}", lambda n=n: noise_rows(device, bench, n)
         yield f"{gpu_floors.RAND_CASE} N={n:,}", lambda n=n: gpu_floors.philox_vs_rand_rows(device, bench, n, measured,
                                                                                           gpu_backends())
         for dtype in (torch.float32, torch.bfloat16):
-            yield f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}", lambda n=n, dtype=dtype: loss_rows(device, bench, n, dtype)
+            yield (f"flip_bce fwd+bwd {str(dtype)[6:]} N={n:,}",
+                   lambda n=n, dtype=dtype: loss_rows(device, bench, n, dtype))
         yield f"pack/unpack N={n:,}", lambda n=n: pack_rows(device, bench, n)
         yield f"binarize/quantize_probs N={n:,}", lambda n=n: binarize_rows(device, bench, n)
     batch, steps = loop
@@ -291,7 +293,8 @@ def table(result: dict) -> str:
     m = result["machine"]
     lines = [f"device {m['device']}, torch {m['torch']} (CUDA {m['cuda']}), triton {m['triton']}, "
              f"copy bandwidth {result['copy_bytes_per_s'] / 1e9:.0f} GB/s", "",
-             "| case | implementation | time (us) | GPU busy (us) | GB/s | % of copy | speed-up vs eager | vs compile |",
+             "| case | implementation | time (us) | GPU busy (us) | GB/s | % of copy | speed-up vs eager "
+             "| vs compile |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for case in result["cases"]:
         ref = {r["impl"]: r["seconds"] for r in case["rows"]}

@@ -62,7 +62,8 @@ _STEP_PLAIN = "a.uncond = nullptr; a.mask = nullptr; a.known = nullptr; a.probs 
 _STEP_GUIDED = ("__builtin_assume(a.uncond != nullptr); a.mask = nullptr; a.known = nullptr; a.probs = nullptr; "
                 "a.unpacked = nullptr;")
 CUDA_VARIANTS = [
-    ("step", "float32", "step.cu", "StepArgs a", f"{_STEP_PLAIN} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<float, true>(a);",
+    ("step", "float32", "step.cu", "StepArgs a",
+     f"{_STEP_PLAIN} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<float, true>(a);",
      8, 1),
     ("step", "float32 +guidance", "step.cu", "StepArgs a",
      f"{_STEP_GUIDED} __builtin_assume(a.scalars[6] == 0.0f); step_kernel<float, true>(a);", 8, 1),

@@ -49,7 +49,6 @@ def test_guided_forward_equals_the_two_official_calls(kind):
 def test_without_the_mask_the_unconditional_half_differs():
     den = _denoiser(num_classes=7)
     x, ts = _inputs()
-    label = torch.tensor([1, 2, 3])
     with torch.no_grad():
         ref = den(x, None, ts)
         w = den.tok_emb.weight
