@@ -37,8 +37,8 @@ PROBE = textwrap.dedent("""
         g = torch.Generator().manual_seed(0)
         logits = torch.randn(2, 16, 12, generator=g)
         xt = bf.pack_bits(torch.rand(2, 16, 12, generator=g) < 0.5)
-        fused = bf.sample_step(logits, xt, 9, 5, s, seed=3, offset=7)
-        ref = bf.sample_step(logits, xt, 9, 5, s, seed=3, offset=7, backend="reference")
+        fused = bf.sample_step(logits, xt, 9, 5, s, seed=3, offset=7).packed
+        ref = bf.sample_step(logits, xt, 9, 5, s, seed=3, offset=7, backend="reference").packed
     print(json.dumps({
         "file": bf.__file__, "backends": bf.available_backends(), "status": _native.backend_status(),
         "native": _native.native_info(), "same_bits": bool(torch.equal(fused, ref)),
